@@ -1,0 +1,167 @@
+"""The embedded engine: DuckDB over the committed Parquet files of a workspace.
+
+``flows`` is the view users and analyses query. It holds the stored columns of
+:mod:`rogueflow.schema` plus computed ones (nothing computed is stored):
+
+* ``day`` — UTC date of ``ts_start``
+* ``src_ip``, ``dst_ip`` — addresses as text
+* ``community_id`` — Community ID v1 (computed only when selected)
+* ``source_file`` — the ingested file's path (from the catalog)
+
+SQL helpers: ``ip_text(blob)``, ``ip(text)``, ``in_prefix(blob, 'cidr')``,
+``prefix_lo('cidr')``/``prefix_hi('cidr')``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from rogueflow import addr, flowkey
+from rogueflow.schema import FLOW_SCHEMA
+from rogueflow.store.flowstore import FlowStore
+from rogueflow.workspace import Workspace
+
+_V4_HEX = "00000000000000000000FFFF"
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ip6_text(values: pa.Array) -> pa.Array:
+    return pa.array(addr.format_array(values), pa.string())
+
+
+def _ip_parse(values: pa.Array) -> pa.Array:
+    out = []
+    for v in values.to_pylist():
+        try:
+            out.append(None if v is None else addr.parse_one(v))
+        except ValueError:
+            out.append(None)
+    return pa.array(out, pa.binary())
+
+
+def _prefix_lo(values: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else addr.prefix_range(v)[0] for v in values.to_pylist()],
+                    pa.binary())
+
+
+def _prefix_hi(values: pa.Array) -> pa.Array:
+    return pa.array([None if v is None else addr.prefix_range(v)[1] for v in values.to_pylist()],
+                    pa.binary())
+
+
+def _community_id(
+    src: pa.Array, dst: pa.Array, proto: pa.Array, sport: pa.Array, dport: pa.Array
+) -> pa.Array:
+    return pa.array(
+        flowkey.community_ids(
+            src.to_pylist(), dst.to_pylist(), proto.to_pylist(), sport.to_pylist(),
+            dport.to_pylist(),
+        ),
+        pa.string(),
+    )
+
+
+def register_helpers(con: duckdb.DuckDBPyConnection) -> None:
+    """Address helpers as SQL functions and macros."""
+    from duckdb.sqltypes import BLOB, USMALLINT, UTINYINT, VARCHAR
+
+    udf: dict[str, Any] = {"type": "arrow", "side_effects": False}
+    con.create_function("_ip6_text", _ip6_text, [BLOB], VARCHAR, **udf)
+    con.create_function("ip", _ip_parse, [VARCHAR], BLOB, **udf)
+    con.create_function("prefix_lo", _prefix_lo, [VARCHAR], BLOB, **udf)
+    con.create_function("prefix_hi", _prefix_hi, [VARCHAR], BLOB, **udf)
+    con.create_function(
+        "_community_id", _community_id, [BLOB, BLOB, UTINYINT, USMALLINT, USMALLINT], VARCHAR,
+        **udf,
+    )
+    con.execute(
+        f"""
+        CREATE OR REPLACE MACRO _octet(h, i) AS ('0x' || substr(h, i, 2))::UTINYINT;
+        CREATE OR REPLACE MACRO ip_text(a) AS CASE
+            WHEN a IS NULL THEN NULL
+            WHEN substr(hex(a), 1, 24) = '{_V4_HEX}' THEN
+                concat_ws('.', _octet(hex(a), 25), _octet(hex(a), 27),
+                               _octet(hex(a), 29), _octet(hex(a), 31))
+            ELSE _ip6_text(a) END;
+        CREATE OR REPLACE MACRO in_prefix(a, cidr) AS a BETWEEN prefix_lo(cidr) AND prefix_hi(cidr);
+        """
+    )
+
+
+class DuckDBEngine:
+    """A DuckDB connection with the workspace's ``flows`` view."""
+
+    name = "duckdb"
+
+    def __init__(self, workspace: Workspace, *, threads: int | None = None) -> None:
+        self.ws = workspace
+        self.store = FlowStore(workspace)
+        self.con = duckdb.connect(config={"allow_unsigned_extensions": False})
+        n_threads = int(workspace.setting("threads", threads))
+        if n_threads > 0:
+            self.con.execute(f"SET threads = {n_threads}")
+        self.con.execute(f"SET memory_limit = {_quote(str(workspace.setting('memory_limit')))}")
+        tmp = workspace.root / ".tmp"
+        tmp.mkdir(exist_ok=True)
+        self.con.execute(f"SET temp_directory = {_quote(str(tmp))}")
+        self.con.execute("SET TimeZone = 'UTC'")
+        register_helpers(self.con)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """(Re)build the views over the currently committed files."""
+        files = self.store.files()
+        sources = self.store.catalog.sources()
+        self.con.register(
+            "_sources",
+            pa.table(
+                {
+                    "source_id": [s.source_id for s in sources],
+                    "source_path": [s.path for s in sources],
+                },
+                schema=pa.schema([("source_id", pa.string()), ("source_path", pa.string())]),
+            ),
+        )
+        if files:
+            listing = ", ".join(_quote(os.fspath(p)) for p in files)
+            stored = f"SELECT * FROM read_parquet([{listing}])"
+        else:
+            self.con.register("_empty_flows", FLOW_SCHEMA.empty_table())
+            stored = "SELECT * FROM _empty_flows"
+        self.con.execute(f"CREATE OR REPLACE VIEW flows_stored AS {stored}")
+        self.con.execute(
+            """
+            CREATE OR REPLACE VIEW flows AS
+            SELECT f.*,
+                   CAST(f.ts_start AS DATE) AS day,
+                   ip_text(f.src_addr) AS src_ip,
+                   ip_text(f.dst_addr) AS dst_ip,
+                   _community_id(f.src_addr, f.dst_addr, f.proto, f.src_port, f.dst_port)
+                       AS community_id,
+                   (SELECT s.source_path FROM _sources s WHERE s.source_id = f.source_id)
+                       AS source_file
+            FROM flows_stored f
+            """
+        )
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        return self.con.sql(query)
+
+    def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
+        return self.con.execute(query, params or []).fetch_arrow_table()
+
+    def close(self) -> None:
+        self.con.close()
+        self.store.close()
+
+
+def store_paths(store: FlowStore) -> list[Path]:
+    return store.files()

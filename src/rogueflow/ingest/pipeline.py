@@ -1,0 +1,119 @@
+"""Ingest: find files, pick a reader, hash, read, conform, store atomically."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from rogueflow.errors import InputError, UnknownFormat
+from rogueflow.ingest.base import Reader, ReadOptions, read_head
+from rogueflow.schema import conform
+from rogueflow.store.flowstore import HASH_CHUNK, FlowStore, IngestResult
+
+
+def readers() -> list[Reader]:
+    from rogueflow.ingest import READERS
+
+    return list(READERS)
+
+
+def reader_by_name(name: str) -> Reader:
+    for r in readers():
+        if r.name == name:
+            return r
+    names = ", ".join(r.name for r in readers())
+    raise UnknownFormat(None, None, f"unknown format {name!r}; known formats: {names}")
+
+
+def detect(path: Path) -> Reader:
+    head = read_head(path)
+    for r in readers():
+        if r.sniff(path, head):
+            return r
+    names = ", ".join(r.name for r in readers())
+    raise UnknownFormat(
+        path, None, f"no reader recognises this file; pass --format (one of: {names})"
+    )
+
+
+def expand(paths: Iterable[str | Path]) -> list[Path]:
+    """Files named directly, and every regular file under named directories (sorted).
+
+    Companion files (Zeek dns/ssl logs) found in directories are left to their main
+    file's reader. Hidden files are skipped.
+    """
+    from rogueflow.ingest import COMPANION_ONLY
+
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(p, None, "no such file or directory")
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not f.name.startswith(".") and not COMPANION_ONLY(f):
+                    out.append(f)
+        else:
+            out.append(p)
+    return out
+
+
+def source_hash(paths: list[Path]) -> str:
+    """sha256 over the main file and its companions (so a new ssl.log is a new source)."""
+    h = hashlib.sha256()
+    for i, p in enumerate(paths):
+        if i:
+            h.update(b"\x00companion:" + p.name.encode() + b"\x00")
+        with open(p, "rb") as fh:
+            while chunk := fh.read(HASH_CHUNK):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Plan:
+    path: Path
+    reader: Reader
+    companions: list[Path]
+    sha256: str
+
+
+def plan(path: Path, fmt: str | None = None) -> Plan:
+    reader = reader_by_name(fmt) if fmt else detect(path)
+    comps = reader.companions(path)
+    return Plan(path.resolve(), reader, comps, source_hash([path, *comps]))
+
+
+def ingest_file(
+    store: FlowStore,
+    path: Path,
+    *,
+    fmt: str | None = None,
+    force: bool = False,
+    options: ReadOptions | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> IngestResult:
+    """Ingest one file; on any error nothing of it becomes visible."""
+    opts = options or ReadOptions(batch_rows=int(store.ws.setting("batch_rows")))
+    p = plan(path, fmt)
+    existing = store.catalog.source_by_sha(p.sha256)
+    if existing is not None and not force:
+        return IngestResult(
+            existing.source_id, existing.path, existing.format, existing.rows,
+            len(store.catalog.files(existing.source_id)), skipped=True,
+        )
+    source_id = p.sha256[:16]
+
+    def batches() -> Iterator[pa.Table]:
+        for batch in p.reader.read(p.path, opts):
+            if batch.num_rows:
+                yield conform(batch, source_format=p.reader.name, source_id=source_id)
+
+    return store.write_source(
+        path=p.path, sha256=p.sha256, fmt=p.reader.name, batches=batches(), force=force,
+        on_rows=on_rows,
+    )

@@ -1,0 +1,162 @@
+"""Library operations behind the CLI commands (each callable from Python too)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from rogueflow.errors import InputError, RogueflowError
+from rogueflow.ingest.base import ReadOptions
+from rogueflow.ingest.pipeline import expand, ingest_file
+from rogueflow.store.flowstore import FlowStore, IngestResult
+from rogueflow.workspace import Workspace
+
+
+def ingest_paths(
+    ws: Workspace,
+    paths: Iterable[str | Path],
+    *,
+    fmt: str | None = None,
+    force: bool = False,
+    options: ReadOptions | None = None,
+    quiet: bool = True,
+) -> list[IngestResult]:
+    """Ingest files and directories; each file is atomic on its own.
+
+    Stops at the first bad file (after committing the good ones before it) and
+    re-raises its error, which names the file and position.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    files = expand(paths)
+    store = FlowStore(ws)
+    results: list[IngestResult] = []
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]:,} flows"),
+            TimeElapsedColumn(), disable=quiet, transient=True,
+        ) as progress:
+            task = progress.add_task("ingest", total=len(files), rows=0)
+            rows = 0
+            for f in files:
+                progress.update(task, description=f"ingest {f.name}")
+
+                def bump(n: int) -> None:
+                    nonlocal rows
+                    rows += n
+                    progress.update(task, rows=rows)
+
+                try:
+                    results.append(
+                        ingest_file(store, f, fmt=fmt, force=force, options=options, on_rows=bump)
+                    )
+                except RogueflowError:
+                    raise
+                except (OSError, ValueError) as exc:
+                    raise InputError(f, None, f"cannot ingest ({exc})") from exc
+                progress.advance(task)
+    finally:
+        store.close()
+    return results
+
+
+def run_query(ws: Workspace, sql: str, fmt: str, limit: int | None, out: IO[str]) -> None:
+    import duckdb
+
+    from rogueflow.analyze.engine import DuckDBEngine
+
+    eng = DuckDBEngine(ws)
+    try:
+        try:
+            rel = eng.sql(sql)
+        except duckdb.Error as exc:
+            raise RogueflowError(f"query failed: {exc}") from None
+        if rel is None:
+            return
+        if fmt == "table":
+            if limit is not None:
+                rel = rel.limit(limit)
+            rel.show(max_width=200, max_rows=limit or 40)
+            return
+        table = rel.fetch_arrow_table()
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            buf = _arrow_text(table)
+            pacsv.write_csv(buf, _Writer(out))
+        else:
+            for row in _arrow_text(table).to_pylist():
+                out.write(json.dumps(row, default=str) + "\n")
+    finally:
+        eng.close()
+
+
+class _Writer:
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def write(self, data: bytes) -> int:
+        self.out.write(bytes(data).decode())
+        return len(data)
+
+
+def _arrow_text(table):  # type: ignore[no-untyped-def]
+    """Binary columns (addresses) as text, so CSV/JSON output is readable."""
+    import pyarrow as pa
+
+    from rogueflow import addr
+
+    cols = []
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_fixed_size_binary(col.type) and col.type.byte_width == 16 or (
+            pa.types.is_binary(col.type)
+            and all(v is None or len(v) == 16 for v in col.to_pylist()[:100])
+        ):
+            col = pa.array(addr.format_array(col.cast(addr.ADDR_TYPE)), pa.string())
+        cols.append((name, col))
+    return pa.table(dict(cols))
+
+
+def describe_territories(code: str | None, territory_file: str | None, as_json: bool) -> str:
+    from rogueflow import territory as terr
+
+    profiles = (
+        [terr.resolve(code, territory_file)] if (code or territory_file)
+        else [terr.load_builtin(c) for c in terr.builtin_codes()]
+    )
+    if as_json:
+        return json.dumps(
+            [
+                {
+                    "code": t.code, "iso": t.iso, "name": t.name, "timezone": t.timezone,
+                    "working_days": sorted(t.working_days),
+                    "business_hours": [t.business_hours[0].isoformat("minutes"),
+                                       t.business_hours[1].isoformat("minutes")],
+                    "countries": list(t.countries),
+                    "prefixes": [
+                        {"cidr": p.cidr, "asn": p.asn,
+                         "valid_from": p.valid.valid_from.isoformat(),
+                         "valid_to": p.valid.valid_to.isoformat(), "note": p.note}
+                        for p in t.prefixes
+                    ],
+                    "asns": [a.asn for a in t.asns],
+                    "upstreams": [{"asn": a.asn, "name": a.name,
+                                   "valid_from": a.valid.valid_from.isoformat()} for a in t.upstreams],
+                    "exclude": [{"asn": a.asn, "name": a.name} for a in t.exclude],
+                    "source": t.source,
+                }
+                for t in profiles
+            ],
+            indent=2,
+        )
+    lines = []
+    for t in profiles:
+        days = ",".join(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[d] for d in sorted(t.working_days))
+        lines.append(f"{t.code}  {t.name} ({t.iso})  tz {t.timezone}  week {days} "
+                     f"{t.business_hours[0]:%H:%M}-{t.business_hours[1]:%H:%M}")
+        lines.append(f"    space: {t.describe_space()}")
+        if t.upstreams:
+            lines.append("    upstreams: " + ", ".join(f"AS{a.asn} {a.name}" for a in t.upstreams))
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""The canonical flow record, declared once.
+
+Every reader produces Arrow batches of exactly this schema; the store writes
+it to Parquet with the schema version in the file metadata; the docs page
+``docs/schema.md`` is generated from ``FIELDS`` (``rogueflow schema --markdown``).
+
+Addresses use the 16-byte form of :mod:`rogueflow.addr`, so a prefix test is a
+range comparison. Times are UTC microseconds. Counters are signed 64-bit so
+that every engine (DuckDB, Spark) reads them without unsigned surprises.
+
+When the schema changes, bump ``SCHEMA_VERSION`` and add ``convert_N_to_N+1``
+to ``MIGRATIONS``; old Parquet files are upgraded step by step on read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rogueflow.addr import ADDR_TYPE
+
+SCHEMA_VERSION = 1
+METADATA_KEY = b"rogueflow.schema_version"
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: pa.DataType
+    nullable: bool
+    measured: bool
+    doc: str
+    default: object = None
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("ts_start", TIMESTAMP, False, True, "First packet of the flow, UTC, microseconds."),
+    Field("ts_end", TIMESTAMP, False, True, "Last packet of the flow, UTC, microseconds."),
+    Field("src_addr", ADDR_TYPE, False, True,
+          "Source address: 16 bytes, IPv4 as ::ffff:a.b.c.d. `ip_text(src_addr)` shows it."),
+    Field("dst_addr", ADDR_TYPE, False, True, "Destination address, same form as src_addr."),
+    Field("src_port", pa.uint16(), False, True, "Source port; 0 where the protocol has none.", 0),
+    Field("dst_port", pa.uint16(), False, True,
+          "Destination port; for ICMP, type*256+code as nfdump and IPFIX do.", 0),
+    Field("proto", pa.uint8(), False, True, "IP protocol number (6 TCP, 17 UDP, 1 ICMP …)."),
+    Field("tcp_flags", pa.uint8(), False, True, "OR of the TCP flags seen (0 if unknown).", 0),
+    Field("packets", pa.int64(), False, True,
+          "Packets from src to dst as reported (not multiplied by sampling)."),
+    Field("bytes", pa.int64(), False, True, "Bytes (layer 3) from src to dst as reported."),
+    Field("rev_packets", pa.int64(), False, True,
+          "Packets from dst to src for bidirectional sources (Zeek, pcap, biflow); else 0.", 0),
+    Field("rev_bytes", pa.int64(), False, True, "Bytes from dst to src; else 0.", 0),
+    Field("sampling_rate", pa.uint32(), False, True,
+          "1 in N packets sampled by the exporter; 1 = unsampled.", 1),
+    Field("exporter", pa.string(), True, False,
+          "Exporter address or sensor name (NetFlow source, Zeek node, capture host)."),
+    Field("observation_point", pa.string(), True, False,
+          "Observation domain / interface / capture file inside the exporter."),
+    Field("app_label", pa.string(), True, False,
+          "Application label given by the source (nDPI protocol, Zeek service)."),
+    Field("server_name", pa.string(), True, False,
+          "Server name seen in the flow: TLS/QUIC SNI or HTTP Host."),
+    Field("dns_query", pa.string(), True, False, "DNS query name carried by this flow."),
+    Field("source_format", pa.string(), False, False,
+          "Reader that produced the record (zeek-conn, nfcapd, pcap, csv …)."),
+    Field("source_id", pa.string(), False, False,
+          "Content hash (sha256, 16 hex) of the ingested file; key into the catalog."),
+)
+
+FIELD_BY_NAME = {f.name: f for f in FIELDS}
+MEASURED = tuple(f.name for f in FIELDS if f.measured)
+
+FLOW_SCHEMA = pa.schema(
+    [pa.field(f.name, f.type, nullable=f.nullable) for f in FIELDS],
+    metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()},
+)
+
+
+def conform(
+    table: pa.Table | pa.RecordBatch,
+    *,
+    source_format: str,
+    source_id: str,
+) -> pa.Table:
+    """Cast a reader's columns to FLOW_SCHEMA, fill defaults, add provenance.
+
+    Missing nullable columns become nulls; missing columns with a default take it;
+    a missing required column is a programming error in the reader.
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    n = table.num_rows
+    cols: list[pa.Array | pa.ChunkedArray] = []
+    for f in FIELDS:
+        if f.name == "source_format":
+            cols.append(pa.array([source_format] * n, pa.string()) if n else pa.array([], pa.string()))
+            continue
+        if f.name == "source_id":
+            cols.append(pa.array([source_id] * n, pa.string()) if n else pa.array([], pa.string()))
+            continue
+        if f.name in table.column_names:
+            col = table.column(f.name)
+            if col.type != f.type:
+                col = pc.cast(col, f.type)
+            if f.default is not None and col.null_count:
+                col = pc.fill_null(col, pa.scalar(f.default, f.type))
+            cols.append(col)
+        elif f.default is not None:
+            cols.append(pa.nulls(n, f.type).fill_null(pa.scalar(f.default, f.type)))
+        elif f.nullable:
+            cols.append(pa.nulls(n, f.type))
+        else:
+            raise KeyError(f"reader produced no {f.name!r} column")
+    return pa.Table.from_arrays(cols, schema=FLOW_SCHEMA)
+
+
+# --- migrations -----------------------------------------------------------------
+
+Migration = Callable[[pa.Table], pa.Table]
+#: MIGRATIONS[n] converts a table of version n to version n+1.
+MIGRATIONS: dict[int, Migration] = {}
+
+
+def upgrade(table: pa.Table, version: int) -> pa.Table:
+    """Bring a table written with schema ``version`` to SCHEMA_VERSION."""
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"data written by a newer rogueflow (schema {version} > {SCHEMA_VERSION}); upgrade rogueflow"
+        )
+    while version < SCHEMA_VERSION:
+        table = MIGRATIONS[version](table)
+        version += 1
+    return table
+
+
+def markdown() -> str:
+    """The schema page of the docs, generated from FIELDS."""
+    lines = [
+        f"# Canonical flow record (schema version {SCHEMA_VERSION})",
+        "",
+        "Generated from `rogueflow.schema.FIELDS` by `rogueflow schema --markdown`; do not edit.",
+        "",
+        "| column | type | null | measured | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for f in FIELDS:
+        lines.append(
+            f"| `{f.name}` | {f.type} | {'yes' if f.nullable else 'no'} | "
+            f"{'yes' if f.measured else ''} | {f.doc} |"
+        )
+    lines += [
+        "",
+        "Columns computed in the `flows` view (not stored): `day`, `src_ip`, `dst_ip` (text), "
+        "`community_id` (Community ID v1, seed 0), `source_file`.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Every setting, declared once: name, type, default, environment variable, help.
+
+The CLI builds its shared options from this table and ``docs/settings.md`` is
+generated from it (``rogueflow settings --markdown``); a test checks both.
+Values resolve in order: command-line flag, environment variable, the
+workspace's ``config.toml``, default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rogueflow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    env: str | None = None
+    in_config: bool = True
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("workspace", str, "./rogueflow-data",
+            "Directory holding config, flow store, catalog, reference data and reports.",
+            env="ROGUEFLOW_WORKSPACE", in_config=False),
+    Setting("batch_rows", int, 262_144,
+            "Rows per Arrow batch read from an input file (bounds reader memory).",
+            env="ROGUEFLOW_BATCH_ROWS"),
+    Setting("row_group_rows", int, 1_048_576,
+            "Rows per Parquet row group in the store.", env="ROGUEFLOW_ROW_GROUP_ROWS"),
+    Setting("buffer_rows", int, 4_194_304,
+            "Rows held in memory across day partitions during ingest before flushing.",
+            env="ROGUEFLOW_BUFFER_ROWS"),
+    Setting("zstd_level", int, 6, "zstd compression level of the Parquet store (1–22).",
+            env="ROGUEFLOW_ZSTD_LEVEL"),
+    Setting("territory", str, "kp", "Default territory (ISO code of a profile) for reports.",
+            env="ROGUEFLOW_TERRITORY"),
+    Setting("engine", str, "duckdb", "Analysis engine: duckdb (embedded).", env="ROGUEFLOW_ENGINE"),
+    Setting("threads", int, 0, "Engine threads; 0 lets the engine choose.", env="ROGUEFLOW_THREADS"),
+    Setting("memory_limit", str, "4GB", "Engine memory limit (DuckDB syntax, e.g. 4GB).",
+            env="ROGUEFLOW_MEMORY_LIMIT"),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+ENV_VARS = tuple(s.env for s in SETTINGS if s.env)
+
+
+def _coerce(setting: Setting, value: Any, origin: str) -> Any:
+    if isinstance(value, setting.type):
+        return value
+    try:
+        return setting.type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"setting {setting.name!r} from {origin} must be {setting.type.__name__}, got {value!r}"
+        ) from None
+
+
+def resolve(
+    name: str,
+    flag: Any = None,
+    config: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Any:
+    """The value of one setting by precedence flag > env > config.toml > default."""
+    setting = BY_NAME[name]
+    env = os.environ if environ is None else environ
+    if flag is not None:
+        return _coerce(setting, flag, f"--{name.replace('_', '-')}")
+    if setting.env and setting.env in env:
+        return _coerce(setting, env[setting.env], f"${setting.env}")
+    if config and setting.in_config and name in config:
+        return _coerce(setting, config[name], "config.toml")
+    return setting.default
+
+
+def markdown() -> str:
+    lines = [
+        "# Settings",
+        "",
+        "Generated from `rogueflow.settings.SETTINGS` by `rogueflow settings --markdown`; "
+        "do not edit. Precedence: flag > environment > `config.toml` in the workspace > default.",
+        "",
+        "| setting | type | default | environment | config.toml | meaning |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in SETTINGS:
+        lines.append(
+            f"| `{s.name}` | {s.type.__name__} | `{s.default}` | "
+            f"{'`' + s.env + '`' if s.env else ''} | {'yes' if s.in_config else 'no'} | {s.help} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,191 @@
+"""The ingest catalog: which sources are in the store and which files they own.
+
+It is the single source of truth for visibility: a Parquet file under
+``store/flows`` is part of the data only when a committed catalog row names
+it. An ingest writes its files first and commits their rows in one SQLite
+transaction, so a crash at any point leaves either all of a source or none
+of it visible.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rogueflow.errors import StoreError
+
+CATALOG_VERSION = 1
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    source_id   TEXT PRIMARY KEY,   -- first 16 hex of sha256
+    sha256      TEXT NOT NULL UNIQUE,
+    path        TEXT NOT NULL,      -- as given at ingest, absolute
+    format      TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    rows        INTEGER NOT NULL,
+    first_ts    TEXT,
+    last_ts     TEXT,
+    ingested_at TEXT NOT NULL,
+    schema_version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path      TEXT PRIMARY KEY,     -- relative to store/flows
+    source_id TEXT NOT NULL REFERENCES sources(source_id),
+    day       TEXT NOT NULL,
+    rows      INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_source ON files(source_id);
+"""
+
+
+@dataclass(frozen=True)
+class Source:
+    source_id: str
+    sha256: str
+    path: str
+    format: str
+    size: int
+    rows: int
+    first_ts: str | None
+    last_ts: str | None
+    ingested_at: str
+    schema_version: int
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    path: str
+    source_id: str
+    day: str
+    rows: int
+    bytes: int
+
+
+class Catalog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_DDL)
+            row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            if row is None:
+                self._db.execute(
+                    "INSERT INTO meta VALUES ('version', ?)", (str(CATALOG_VERSION),)
+                )
+            elif int(row[0]) > CATALOG_VERSION:
+                raise StoreError(
+                    f"{path}: catalog version {row[0]} is newer than this rogueflow; upgrade rogueflow"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: the catalog is unreadable ({exc})") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+
+    def source_by_sha(self, sha256: str) -> Source | None:
+        row = self._db.execute(
+            f"SELECT {_SOURCE_COLS} FROM sources WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return Source(*row) if row else None
+
+    def sources(self) -> list[Source]:
+        rows = self._db.execute(
+            f"SELECT {_SOURCE_COLS} FROM sources ORDER BY ingested_at, source_id"
+        ).fetchall()
+        return [Source(*r) for r in rows]
+
+    def files(self, source_id: str | None = None) -> list[StoredFile]:
+        if source_id is None:
+            rows = self._db.execute(
+                "SELECT path, source_id, day, rows, bytes FROM files ORDER BY day, path"
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ? "
+                "ORDER BY day, path",
+                (source_id,),
+            ).fetchall()
+        return [StoredFile(*r) for r in rows]
+
+    def totals(self) -> tuple[int, int, int]:
+        """(sources, rows, bytes on disk)."""
+        n_src = self._db.execute("SELECT count(*) FROM sources").fetchone()[0]
+        rows, size = self._db.execute(
+            "SELECT coalesce(sum(rows),0), coalesce(sum(bytes),0) FROM files"
+        ).fetchone()
+        return int(n_src), int(rows), int(size)
+
+    def replace_source(self, source: Source, files: Iterable[StoredFile]) -> list[StoredFile]:
+        """Commit ``source`` with ``files`` in one transaction, replacing any source
+        with the same hash. Returns the files the replaced source owned (to delete)."""
+        files = list(files)
+        with self.transaction() as db:
+            old = db.execute(
+                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id IN "
+                "(SELECT source_id FROM sources WHERE sha256 = ?)",
+                (source.sha256,),
+            ).fetchall()
+            db.execute(
+                "DELETE FROM files WHERE source_id IN (SELECT source_id FROM sources WHERE sha256 = ?)",
+                (source.sha256,),
+            )
+            db.execute("DELETE FROM sources WHERE sha256 = ?", (source.sha256,))
+            db.execute(
+                f"INSERT INTO sources ({_SOURCE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    source.source_id, source.sha256, source.path, source.format, source.size,
+                    source.rows, source.first_ts, source.last_ts, source.ingested_at,
+                    source.schema_version,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO files (path, source_id, day, rows, bytes) VALUES (?,?,?,?,?)",
+                [(f.path, f.source_id, f.day, f.rows, f.bytes) for f in files],
+            )
+        return [StoredFile(*r) for r in old]
+
+    def remove_source(self, source_id: str) -> list[StoredFile]:
+        with self.transaction() as db:
+            old = db.execute(
+                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ?",
+                (source_id,),
+            ).fetchall()
+            db.execute("DELETE FROM files WHERE source_id = ?", (source_id,))
+            db.execute("DELETE FROM sources WHERE source_id = ?", (source_id,))
+        return [StoredFile(*r) for r in old]
+
+    def version_token(self) -> str:
+        """Changes whenever the committed contents change (for caches)."""
+        row = self._db.execute(
+            "SELECT count(*), coalesce(max(ingested_at),''), coalesce(sum(rows),0) FROM sources"
+        ).fetchone()
+        return f"{row[0]}-{row[1]}-{row[2]}"
+
+
+_SOURCE_COLS = (
+    "source_id, sha256, path, format, size, rows, first_ts, last_ts, ingested_at, schema_version"
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

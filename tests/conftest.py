@@ -1,0 +1,50 @@
+"""Shared fixtures: hermetic environment, the shared real data, fresh workspaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rogueflow import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("ROGUEFLOW_SHARED_DATA", ROOT.parent / "shared" / "data"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library reads these; tests must not inherit them from the caller."""
+    for name in settings.ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def shared() -> Path:
+    """../shared/data; skipped when absent (CI always has it)."""
+    if not SHARED.is_dir():
+        if IN_CI:
+            pytest.fail(f"{SHARED} is missing in CI")
+        pytest.skip(f"{SHARED} not present (tests that read shared real data)")
+    return SHARED
+
+
+def require_tool(name: str, package: str) -> str:
+    """Path of an external binary; skip locally, fail in CI, when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} not installed (apt-get install {package})"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture
+def workspace(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from rogueflow.workspace import Workspace
+
+    return Workspace(tmp_path / "ws")
