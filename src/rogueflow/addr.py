@@ -107,7 +107,9 @@ def parse_array(
     A bad value raises InputError naming ``path``, the row (``row_offset`` + index,
     1-based) and the column.
     """
-    arr = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, pa.string())
+    arr = (
+        values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values, pa.string())
+    )
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
@@ -128,7 +130,9 @@ def parse_array(
         octets: npt.NDArray[np.int64] | None = None
         if not len(bad):
             flat = pc.list_flatten(parts)
-            good_digits = pc.match_substring_regex(flat, r"^[0-9]{1,3}$").to_numpy(
+            # no leading zeros, as ipaddress (and so the IPv6 path) insists: "010" is
+            # octal 8 to inet_aton and decimal 10 to others
+            good_digits = pc.match_substring_regex(flat, r"^(0|[1-9][0-9]{0,2})$").to_numpy(
                 zero_copy_only=False
             )
             if good_digits.all():
@@ -146,16 +150,24 @@ def parse_array(
         assert octets is not None
         out[v4_idx, 10:12] = 0xFF
         out[v4_idx, 12:16] = octets.astype(np.uint8)
-    for i in np.flatnonzero(is_v6):
-        text = arr[int(i)].as_py()
-        try:
-            out[i] = np.frombuffer(parse_one(text), dtype=np.uint8)
-        except ValueError:
-            raise InputError(
-                path,
-                f"{row_label} {row_offset + int(i) + 1}",
-                f"{column} {text!r} is not an IP address",
-            ) from None
+    v6_idx = np.flatnonzero(is_v6)
+    if len(v6_idx):
+        # parse each distinct IPv6 text once (flows repeat addresses); the dictionary is in
+        # first-occurrence order, so the first bad entry is also the first bad row
+        enc = pc.dictionary_encode(arr.take(pa.array(v6_idx)))
+        codes = enc.indices.to_numpy(zero_copy_only=False)
+        parsed = np.zeros((len(enc.dictionary), ADDR_WIDTH), dtype=np.uint8)
+        for k, text in enumerate(enc.dictionary.to_pylist()):
+            try:
+                parsed[k] = np.frombuffer(parse_one(text), dtype=np.uint8)
+            except ValueError:
+                i = int(v6_idx[int(np.flatnonzero(codes == k)[0])])
+                raise InputError(
+                    path,
+                    f"{row_label} {row_offset + i + 1}",
+                    f"{column} {text!r} is not an IP address",
+                ) from None
+        out[v6_idx] = parsed[codes]
     return _to_arrow(out)
 
 
@@ -168,4 +180,7 @@ def format_array(arr: pa.Array | pa.ChunkedArray) -> list[str | None]:
 
 def is_ipv4(arr: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
     m = to_matrix(arr)
-    return np.all(m[:, :12] == np.frombuffer(V4_MAPPED_PREFIX, dtype=np.uint8), axis=1)
+    mapped: npt.NDArray[np.bool_] = np.all(
+        m[:, :12] == np.frombuffer(V4_MAPPED_PREFIX, dtype=np.uint8), axis=1
+    )
+    return mapped

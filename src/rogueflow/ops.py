@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from rogueflow.errors import InputError, RogueflowError
 from rogueflow.ingest.base import ReadOptions
@@ -35,8 +35,12 @@ def ingest_paths(
     results: list[IngestResult] = []
     try:
         with Progress(
-            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[rows]:,} flows"),
-            TimeElapsedColumn(), disable=quiet, transient=True,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[rows]:,} flows"),
+            TimeElapsedColumn(),
+            disable=quiet,
+            transient=True,
         ) as progress:
             task = progress.add_task("ingest", total=len(files), rows=0)
             rows = 0
@@ -69,23 +73,27 @@ def run_query(ws: Workspace, sql: str, fmt: str, limit: int | None, out: IO[str]
 
     eng = DuckDBEngine(ws)
     try:
+        # relations run lazily: errors in the data (a failed cast) surface on fetch
         try:
             rel = eng.sql(sql)
+            if rel is None:
+                return
+            if fmt == "table":
+                if limit is not None:
+                    rel = rel.limit(limit)
+                rel.show(max_width=200, max_rows=limit or 40)
+                return
+            table = rel.to_arrow_table()
         except duckdb.Error as exc:
             raise RogueflowError(f"query failed: {exc}") from None
-        if rel is None:
-            return
-        if fmt == "table":
-            if limit is not None:
-                rel = rel.limit(limit)
-            rel.show(max_width=200, max_rows=limit or 40)
-            return
-        table = rel.fetch_arrow_table()
         if fmt == "csv":
+            import pyarrow as pa
             import pyarrow.csv as pacsv
 
-            buf = _arrow_text(table)
-            pacsv.write_csv(buf, _Writer(out))
+            # via a buffer: Arrow's writer wants a binary file it may close, ``out`` is text
+            sink = pa.BufferOutputStream()
+            pacsv.write_csv(_arrow_text(table), sink)
+            out.write(sink.getvalue().to_pybytes().decode())
         else:
             for row in _arrow_text(table).to_pylist():
                 out.write(json.dumps(row, default=str) + "\n")
@@ -93,16 +101,7 @@ def run_query(ws: Workspace, sql: str, fmt: str, limit: int | None, out: IO[str]
         eng.close()
 
 
-class _Writer:
-    def __init__(self, out: IO[str]) -> None:
-        self.out = out
-
-    def write(self, data: bytes) -> int:
-        self.out.write(bytes(data).decode())
-        return len(data)
-
-
-def _arrow_text(table):  # type: ignore[no-untyped-def]
+def _arrow_text(table: Any) -> Any:  # pa.Table (pyarrow has no type stubs)
     """Binary columns (addresses) as text, so CSV/JSON output is readable."""
     import pyarrow as pa
 
@@ -110,7 +109,7 @@ def _arrow_text(table):  # type: ignore[no-untyped-def]
 
     cols = []
     for name, col in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_fixed_size_binary(col.type) and col.type.byte_width == 16 or (
+        if (pa.types.is_fixed_size_binary(col.type) and col.type.byte_width == 16) or (
             pa.types.is_binary(col.type)
             and all(v is None or len(v) == 16 for v in col.to_pylist()[:100])
         ):
@@ -123,27 +122,39 @@ def describe_territories(code: str | None, territory_file: str | None, as_json: 
     from rogueflow import territory as terr
 
     profiles = (
-        [terr.resolve(code, territory_file)] if (code or territory_file)
+        [terr.resolve(code, territory_file)]
+        if (code or territory_file)
         else [terr.load_builtin(c) for c in terr.builtin_codes()]
     )
     if as_json:
         return json.dumps(
             [
                 {
-                    "code": t.code, "iso": t.iso, "name": t.name, "timezone": t.timezone,
+                    "code": t.code,
+                    "iso": t.iso,
+                    "name": t.name,
+                    "timezone": t.timezone,
                     "working_days": sorted(t.working_days),
-                    "business_hours": [t.business_hours[0].isoformat("minutes"),
-                                       t.business_hours[1].isoformat("minutes")],
+                    "business_hours": [
+                        t.business_hours[0].isoformat("minutes"),
+                        t.business_hours[1].isoformat("minutes"),
+                    ],
                     "countries": list(t.countries),
                     "prefixes": [
-                        {"cidr": p.cidr, "asn": p.asn,
-                         "valid_from": p.valid.valid_from.isoformat(),
-                         "valid_to": p.valid.valid_to.isoformat(), "note": p.note}
+                        {
+                            "cidr": p.cidr,
+                            "asn": p.asn,
+                            "valid_from": p.valid.valid_from.isoformat(),
+                            "valid_to": p.valid.valid_to.isoformat(),
+                            "note": p.note,
+                        }
                         for p in t.prefixes
                     ],
                     "asns": [a.asn for a in t.asns],
-                    "upstreams": [{"asn": a.asn, "name": a.name,
-                                   "valid_from": a.valid.valid_from.isoformat()} for a in t.upstreams],
+                    "upstreams": [
+                        {"asn": a.asn, "name": a.name, "valid_from": a.valid.valid_from.isoformat()}
+                        for a in t.upstreams
+                    ],
                     "exclude": [{"asn": a.asn, "name": a.name} for a in t.exclude],
                     "source": t.source,
                 }
@@ -153,9 +164,13 @@ def describe_territories(code: str | None, territory_file: str | None, as_json: 
         )
     lines = []
     for t in profiles:
-        days = ",".join(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[d] for d in sorted(t.working_days))
-        lines.append(f"{t.code}  {t.name} ({t.iso})  tz {t.timezone}  week {days} "
-                     f"{t.business_hours[0]:%H:%M}-{t.business_hours[1]:%H:%M}")
+        days = ",".join(
+            ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[d] for d in sorted(t.working_days)
+        )
+        lines.append(
+            f"{t.code}  {t.name} ({t.iso})  tz {t.timezone}  week {days} "
+            f"{t.business_hours[0]:%H:%M}-{t.business_hours[1]:%H:%M}"
+        )
         lines.append(f"    space: {t.describe_space()}")
         if t.upstreams:
             lines.append("    upstreams: " + ", ".join(f"AS{a.asn} {a.name}" for a in t.upstreams))

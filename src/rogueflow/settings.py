@@ -27,25 +27,60 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("workspace", str, "./rogueflow-data",
-            "Directory holding config, flow store, catalog, reference data and reports.",
-            env="ROGUEFLOW_WORKSPACE", in_config=False),
-    Setting("batch_rows", int, 262_144,
-            "Rows per Arrow batch read from an input file (bounds reader memory).",
-            env="ROGUEFLOW_BATCH_ROWS"),
-    Setting("row_group_rows", int, 1_048_576,
-            "Rows per Parquet row group in the store.", env="ROGUEFLOW_ROW_GROUP_ROWS"),
-    Setting("buffer_rows", int, 4_194_304,
-            "Rows held in memory across day partitions during ingest before flushing.",
-            env="ROGUEFLOW_BUFFER_ROWS"),
-    Setting("zstd_level", int, 6, "zstd compression level of the Parquet store (1–22).",
-            env="ROGUEFLOW_ZSTD_LEVEL"),
-    Setting("territory", str, "kp", "Default territory (ISO code of a profile) for reports.",
-            env="ROGUEFLOW_TERRITORY"),
+    Setting(
+        "workspace",
+        str,
+        "./rogueflow-data",
+        "Directory holding config, flow store, catalog, reference data and reports.",
+        env="ROGUEFLOW_WORKSPACE",
+        in_config=False,
+    ),
+    Setting(
+        "batch_rows",
+        int,
+        262_144,
+        "Rows per Arrow batch read from an input file (bounds reader memory).",
+        env="ROGUEFLOW_BATCH_ROWS",
+    ),
+    Setting(
+        "row_group_rows",
+        int,
+        1_048_576,
+        "Rows per Parquet row group in the store.",
+        env="ROGUEFLOW_ROW_GROUP_ROWS",
+    ),
+    Setting(
+        "buffer_rows",
+        int,
+        4_194_304,
+        "Rows held in memory across day partitions during ingest before flushing.",
+        env="ROGUEFLOW_BUFFER_ROWS",
+    ),
+    Setting(
+        "zstd_level",
+        int,
+        6,
+        "zstd compression level of the Parquet store (1–22).",
+        env="ROGUEFLOW_ZSTD_LEVEL",
+    ),
+    Setting(
+        "territory",
+        str,
+        "kp",
+        "Default territory (ISO code of a profile) for reports.",
+        env="ROGUEFLOW_TERRITORY",
+    ),
     Setting("engine", str, "duckdb", "Analysis engine: duckdb (embedded).", env="ROGUEFLOW_ENGINE"),
-    Setting("threads", int, 0, "Engine threads; 0 lets the engine choose.", env="ROGUEFLOW_THREADS"),
-    Setting("memory_limit", str, "4GB", "Engine memory limit (DuckDB syntax, e.g. 4GB).",
-            env="ROGUEFLOW_MEMORY_LIMIT"),
+    Setting(
+        "threads", int, 0, "Engine threads; 0 lets the engine choose.", env="ROGUEFLOW_THREADS"
+    ),
+    Setting(
+        "memory_limit",
+        str,
+        "4GB",
+        "Engine memory limit (DuckDB syntax, e.g. 4GB).",
+        env="ROGUEFLOW_MEMORY_LIMIT",
+    ),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}

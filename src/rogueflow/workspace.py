@@ -1,12 +1,12 @@
 """One directory holds everything an analysis needs; two workspaces share nothing.
 
-    <workspace>/
-      config.toml          settings (see rogueflow.settings)
-      catalog.sqlite       ingested sources and the store files they own
-      store/flows/day=YYYY-MM-DD/*.parquet
-      store/.staging/      files of ingests in progress (invisible to queries)
-      intel/               reference-data snapshots
-      reports/             generated reports
+<workspace>/
+  config.toml          settings (see rogueflow.settings)
+  catalog.sqlite       ingested sources and the store files they own
+  store/flows/day=YYYY-MM-DD/*.parquet
+  store/.staging/      files of ingests in progress (invisible to queries)
+  intel/               reference-data snapshots
+  reports/             generated reports
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ class Workspace:
             raise ConfigError(f"{path}: {exc}") from None
         unknown = sorted(set(data) - set(settings.BY_NAME))
         if unknown:
-            raise ConfigError(f"{path}: unknown setting(s) {', '.join(unknown)}; see docs/settings.md")
+            raise ConfigError(
+                f"{path}: unknown setting(s) {', '.join(unknown)}; see docs/settings.md"
+            )
         return data
 
     def setting(self, name: str, flag: Any = None) -> Any:

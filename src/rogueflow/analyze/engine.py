@@ -48,13 +48,15 @@ def _ip_parse(values: pa.Array) -> pa.Array:
 
 
 def _prefix_lo(values: pa.Array) -> pa.Array:
-    return pa.array([None if v is None else addr.prefix_range(v)[0] for v in values.to_pylist()],
-                    pa.binary())
+    return pa.array(
+        [None if v is None else addr.prefix_range(v)[0] for v in values.to_pylist()], pa.binary()
+    )
 
 
 def _prefix_hi(values: pa.Array) -> pa.Array:
-    return pa.array([None if v is None else addr.prefix_range(v)[1] for v in values.to_pylist()],
-                    pa.binary())
+    return pa.array(
+        [None if v is None else addr.prefix_range(v)[1] for v in values.to_pylist()], pa.binary()
+    )
 
 
 def _community_id(
@@ -62,7 +64,10 @@ def _community_id(
 ) -> pa.Array:
     return pa.array(
         flowkey.community_ids(
-            src.to_pylist(), dst.to_pylist(), proto.to_pylist(), sport.to_pylist(),
+            src.to_pylist(),
+            dst.to_pylist(),
+            proto.to_pylist(),
+            sport.to_pylist(),
             dport.to_pylist(),
         ),
         pa.string(),
@@ -79,7 +84,10 @@ def register_helpers(con: duckdb.DuckDBPyConnection) -> None:
     con.create_function("prefix_lo", _prefix_lo, [VARCHAR], BLOB, **udf)
     con.create_function("prefix_hi", _prefix_hi, [VARCHAR], BLOB, **udf)
     con.create_function(
-        "_community_id", _community_id, [BLOB, BLOB, UTINYINT, USMALLINT, USMALLINT], VARCHAR,
+        "_community_id",
+        _community_id,
+        [BLOB, BLOB, UTINYINT, USMALLINT, USMALLINT],
+        VARCHAR,
         **udf,
     )
     con.execute(
@@ -132,7 +140,7 @@ class DuckDBEngine:
         )
         if files:
             listing = ", ".join(_quote(os.fspath(p)) for p in files)
-            stored = f"SELECT * FROM read_parquet([{listing}])"
+            stored = f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
         else:
             self.con.register("_empty_flows", FLOW_SCHEMA.empty_table())
             stored = "SELECT * FROM _empty_flows"
@@ -156,7 +164,7 @@ class DuckDBEngine:
         return self.con.sql(query)
 
     def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
-        return self.con.execute(query, params or []).fetch_arrow_table()
+        return self.con.sql(query, params=params).to_arrow_table()
 
     def close(self) -> None:
         self.con.close()

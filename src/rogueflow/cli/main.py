@@ -7,7 +7,6 @@ Each command builds the library object, calls one function, and turns
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -58,27 +57,43 @@ def handle_errors(fn: F) -> F:
 def territory_options(fn: F) -> F:
     """--territory / --territory-file, shared by every command that needs a profile."""
     fn = click.option(
-        "--territory-file", type=click.Path(dir_okay=False), default=None,
+        "--territory-file",
+        type=click.Path(dir_okay=False),
+        default=None,
         help="A territory profile (TOML) instead of a built-in one.",
     )(fn)
     fn = click.option(
-        "--territory", "-t", default=None, metavar="CODE",
+        "--territory",
+        "-t",
+        default=None,
+        metavar="CODE",
         help=f"Territory code ({settings.BY_NAME['territory'].help.split('(')[0].strip()}).",
     )(fn)
     return fn
 
 
 def window_options(fn: F) -> F:
-    fn = click.option("--to", "end", type=click.DateTime(["%Y-%m-%d"]), default=None,
-                      help="Last day (inclusive), UTC.")(fn)
-    fn = click.option("--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None,
-                      help="First day, UTC.")(fn)
+    fn = click.option(
+        "--to",
+        "end",
+        type=click.DateTime(["%Y-%m-%d"]),
+        default=None,
+        help="Last day (inclusive), UTC.",
+    )(fn)
+    fn = click.option(
+        "--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day, UTC."
+    )(fn)
     return fn
 
 
 @click.group()
-@click.option("--workspace", "-w", default=None, metavar="DIR",
-              help=f"{settings.BY_NAME['workspace'].help} [env ROGUEFLOW_WORKSPACE; default ./rogueflow-data]")
+@click.option(
+    "--workspace",
+    "-w",
+    default=None,
+    metavar="DIR",
+    help=f"{settings.BY_NAME['workspace'].help} [env ROGUEFLOW_WORKSPACE]",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress or chatter; results only.")
 @click.version_option(package_name="rogueflow")
 @click.pass_context
@@ -90,21 +105,48 @@ def cli(ctx: click.Context, workspace: str | None, quiet: bool) -> None:
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", default=None, help="Reader to use instead of detection.")
-@click.option("--force", is_flag=True, help="Re-ingest files already in the catalog, replacing them.")
+@click.option(
+    "--force", is_flag=True, help="Re-ingest files already in the catalog, replacing them."
+)
 @click.option("--preset", default=None, help="Column-mapping preset for CSV/Parquet.")
-@click.option("--mapping", "mapping_file", default=None, type=click.Path(dir_okay=False),
-              help="Column mapping file (TOML) for CSV/Parquet.")
-@click.option("--map", "pairs", multiple=True, metavar="COL=SRC",
-              help="Map a canonical column to a source column (repeatable).")
-@click.option("--option", "extra", multiple=True, metavar="KEY=VALUE",
-              help="Reader-specific option (repeatable).")
-@click.option("--sampling-rate", type=int, default=None,
-              help="Sampling rate (1 in N) to record when the source carries none.")
+@click.option(
+    "--mapping",
+    "mapping_file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Column mapping file (TOML) for CSV/Parquet.",
+)
+@click.option(
+    "--map",
+    "pairs",
+    multiple=True,
+    metavar="COL=SRC",
+    help="Map a canonical column to a source column (repeatable).",
+)
+@click.option(
+    "--option",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Reader-specific option (repeatable).",
+)
+@click.option(
+    "--sampling-rate",
+    type=int,
+    default=None,
+    help="Sampling rate (1 in N) to record when the source carries none.",
+)
 @pass_ctx
 @handle_errors
 def ingest(
-    c: Ctx, paths: tuple[str, ...], fmt: str | None, force: bool, preset: str | None,
-    mapping_file: str | None, pairs: tuple[str, ...], extra: tuple[str, ...],
+    c: Ctx,
+    paths: tuple[str, ...],
+    fmt: str | None,
+    force: bool,
+    preset: str | None,
+    mapping_file: str | None,
+    pairs: tuple[str, ...],
+    extra: tuple[str, ...],
     sampling_rate: int | None,
 ) -> None:
     """Ingest flow files (CSV, Parquet, Zeek logs, nfcapd, pcap) into the store."""
@@ -112,16 +154,24 @@ def ingest(
     from rogueflow.ingest.base import ReadOptions
     from rogueflow.ops import ingest_paths
 
-    mapping = colmap.load_mapping(preset, mapping_file, _pairs(pairs, "--map")) if (
-        preset or mapping_file or pairs) else {}
+    mapping = (
+        colmap.load_mapping(preset, mapping_file, _pairs(pairs, "--map"))
+        if (preset or mapping_file or pairs)
+        else {}
+    )
     options = ReadOptions(
-        batch_rows=int(c.ws.setting("batch_rows")), mapping=mapping,
-        extra=_pairs(extra, "--option"), sampling_rate=sampling_rate,
+        batch_rows=int(c.ws.setting("batch_rows")),
+        mapping=mapping,
+        extra=_pairs(extra, "--option"),
+        sampling_rate=sampling_rate,
     )
     results = ingest_paths(c.ws, paths, fmt=fmt, force=force, options=options, quiet=c.quiet)
     for r in results:
-        state = "skipped (already ingested; --force replaces)" if r.skipped else (
-            "replaced" if r.replaced else "ingested")
+        state = (
+            "skipped (already ingested; --force replaces)"
+            if r.skipped
+            else ("replaced" if r.replaced else "ingested")
+        )
         click.echo(f"{state}: {r.path} [{r.format}] {r.rows:,} flows, source {r.source_id}")
 
 
@@ -169,7 +219,9 @@ def sources(c: Ctx) -> None:
 
     store = FlowStore(c.ws)
     for s in store.catalog.sources():
-        click.echo(f"{s.source_id}  {s.format:10s} {s.rows:>12,}  {s.first_ts} .. {s.last_ts}  {s.path}")
+        click.echo(
+            f"{s.source_id}  {s.format:10s} {s.rows:>12,}  {s.first_ts} .. {s.last_ts}  {s.path}"
+        )
     n, rows, size = store.catalog.totals()
     click.echo(f"{n} sources, {rows:,} flows, {size / 1e6:.1f} MB", err=True)
 
@@ -196,40 +248,69 @@ def settings_cmd(c: Ctx, markdown: bool) -> None:
         click.echo(settings.markdown())
         return
     for s in settings.SETTINGS:
-        click.echo(f"{s.name:16s} {c.ws.setting(s.name)!s:24s} {s.help}")
+        value = c.ws.root if s.name == "workspace" else c.ws.setting(s.name)
+        click.echo(f"{s.name:16s} {value!s:24s} {s.help}")
 
 
 @cli.command()
 @territory_options
 @window_options
-@click.option("--baseline", default=None, metavar="D:D",
-              help="Baseline window YYYY-MM-DD:YYYY-MM-DD for period comparisons.")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Output directory (default: <workspace>/reports/<territory>).")
+@click.option(
+    "--baseline",
+    default=None,
+    metavar="D:D",
+    help="Baseline window YYYY-MM-DD:YYYY-MM-DD for period comparisons.",
+)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Output directory (default: <workspace>/reports/<territory>).",
+)
 @pass_ctx
 @handle_errors
 def report(
-    c: Ctx, territory: str | None, territory_file: str | None, start: Any, end: Any,
-    baseline: str | None, out: str | None,
+    c: Ctx,
+    territory: str | None,
+    territory_file: str | None,
+    start: Any,
+    end: Any,
+    baseline: str | None,
+    out: str | None,
 ) -> None:
     """Write report.html, report.md and findings.json for a territory."""
     from rogueflow.report import build_report
 
     code = territory or (None if territory_file else str(c.ws.setting("territory")))
     result = build_report(
-        c.ws, code, territory_file=territory_file,
-        start=_day(start), end=_day(end), baseline=baseline,
-        out=Path(out) if out else None, quiet=c.quiet,
+        c.ws,
+        code,
+        territory_file=territory_file,
+        start=_day(start),
+        end=_day(end),
+        baseline=baseline,
+        out=Path(out) if out else None,
+        quiet=c.quiet,
     )
     click.echo(result.summary())
 
 
 @cli.command()
-@click.option("--scale", type=click.Choice(["small", "full"]), default="small",
-              help="small: seconds (tests); full: tens of millions of flows.")
+@click.option(
+    "--scale",
+    type=click.Choice(["small", "full"]),
+    default="small",
+    help="small: seconds (tests); full: tens of millions of flows.",
+)
 @click.option("--seed", type=int, default=20170517, help="Random seed of the simulation.")
-@click.option("--out", "out", type=click.Path(file_okay=False), default=None,
-              help="Where the simulated input files go (default: <workspace>/demo-input).")
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the simulated input files go (default: <workspace>/demo-input).",
+)
 @pass_ctx
 @handle_errors
 def demo(c: Ctx, scale: str, seed: int, out: str | None) -> None:

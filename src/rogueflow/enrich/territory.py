@@ -33,7 +33,8 @@ _MAX_TS = datetime(2100, 1, 1, tzinfo=UTC)
 
 def _ts_literal(t: datetime) -> str:
     t = max(min(t, _MAX_TS), _MIN_TS)
-    return f"TIMESTAMP '{t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S')}'"
+    # microseconds kept: a validity bound may fall inside a second, as ts_start can
+    return f"TIMESTAMP '{t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}'"
 
 
 def member_sql(t: Territory, addr_col: str, ts_col: str = "ts_start") -> str:
@@ -50,7 +51,9 @@ def member_sql(t: Territory, addr_col: str, ts_col: str = "ts_start") -> str:
     return "(" + " OR ".join(terms) + ")" if terms else "FALSE"
 
 
-def side_sql(t: Territory, src: str = "src_addr", dst: str = "dst_addr", ts: str = "ts_start") -> str:
+def side_sql(
+    t: Territory, src: str = "src_addr", dst: str = "dst_addr", ts: str = "ts_start"
+) -> str:
     s_in, d_in = member_sql(t, src, ts), member_sql(t, dst, ts)
     return (
         f"CASE WHEN {s_in} AND {d_in} THEN '{SIDE_INTERNAL}' "

@@ -9,18 +9,30 @@ from pathlib import Path
 
 from rogueflow.ingest.base import Reader, ReadOptions
 from rogueflow.ingest.csvfile import CsvReader
+from rogueflow.ingest.nfcapd import NfcapdReader
 from rogueflow.ingest.parquetfile import ParquetReader
+from rogueflow.ingest.pcap import PcapReader
+from rogueflow.ingest.zeek import ZeekConnReader
 
 READERS: list[Reader] = [
     ParquetReader(),
+    PcapReader(),
+    NfcapdReader(),
+    ZeekConnReader(),
     CsvReader(),
 ]
 
 
-def COMPANION_ONLY(path: Path) -> bool:  # noqa: N802 - a predicate constant
-    """Files that are read only through another file (Zeek dns/ssl logs beside conn.log)."""
+def COMPANION_ONLY(path: Path) -> bool:
+    """Files read only through another file: Zeek dns/ssl/http logs beside a conn.log.
+
+    Matches ``dns.log``, ``dns.2017-05.log.gz`` and ``site.dns.log`` alike.
+    """
     name = path.name
-    return name.startswith(("dns.", "ssl.", "http.", "x509.", "files.")) and ".log" in name
+    return ".log" in name and any(part in _COMPANION_KINDS for part in name.split("."))
+
+
+_COMPANION_KINDS = frozenset({"dns", "ssl", "http", "x509", "files"})
 
 
 __all__ = ["COMPANION_ONLY", "READERS", "ReadOptions", "Reader"]

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import lzma
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol, cast
 
 import pyarrow as pa
 
@@ -75,18 +74,20 @@ def compression_of(head: bytes) -> str | None:
 
 
 def open_maybe_compressed(path: Path) -> IO[bytes]:
-    """Open a file for binary reading, transparently decompressing gzip/bz2/xz."""
-    raw = open(path, "rb")
-    head = raw.read(6)
-    raw.seek(0)
+    """Open a file for binary reading, transparently decompressing gzip/bz2/xz.
+
+    The decompressors open the file by name so that closing them closes it.
+    """
+    with open(path, "rb") as raw:
+        head = raw.read(6)
     kind = compression_of(head)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return cast(IO[bytes], gzip.open(path, "rb"))
     if kind == "bz2":
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+        return cast(IO[bytes], bz2.open(path, "rb"))
     if kind == "xz":
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
-    return raw
+        return cast(IO[bytes], lzma.open(path, "rb"))
+    return open(path, "rb")
 
 
 def read_head(path: Path, n: int = SNIFF_BYTES) -> bytes:
@@ -104,8 +105,3 @@ def read_head(path: Path, n: int = SNIFF_BYTES) -> bytes:
 
 def text_head(head: bytes) -> str:
     return head.decode("utf-8", errors="replace")
-
-
-def stream_wrapper(fh: IO[bytes]) -> Any:
-    """A pyarrow input stream over a Python file object."""
-    return pa.PythonFile(fh if isinstance(fh, io.IOBase) else fh, mode="r")

@@ -25,23 +25,31 @@ class ParquetReader(NoCompanions):
     def read(self, path: Path, options: ReadOptions) -> Iterator[pa.Table]:
         try:
             pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
+            names = pf.schema_arrow.names
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            # ValueError: a column name that is not UTF-8
             raise InputError(path, None, f"not a readable Parquet file ({exc})") from None
-        names = pf.schema_arrow.names
-        mapping = dict(options.mapping) or colmap.infer_mapping(names)
+        # --map entries override (or complete) the preset the columns match
+        mapping = {**(colmap.infer_mapping(names) or {}), **options.mapping}
         if not mapping:
             raise InputError(
-                path, None,
-                f"columns match no preset; pass --preset NAME or --map COL=SRC (columns: {', '.join(names[:12])})",
+                path,
+                None,
+                "columns match no preset; pass --preset NAME or --map COL=SRC "
+                f"(columns: {', '.join(names[:12])})",
             )
         wanted = sorted({c for c in mapping.values() if c in names})
         row0 = 0
-        try:
-            for i in range(pf.num_row_groups):
-                for batch in pf.iter_batches(
+        for i in range(pf.num_row_groups):
+            where = f"row group {i}"
+            try:
+                batches = pf.iter_batches(
                     batch_size=options.batch_rows, row_groups=[i], columns=wanted
-                ):
-                    yield colmap.apply(batch, mapping, path=f"{path}", row0=row0 + 1)
+                )
+                while (batch := next(batches, None)) is not None:
+                    # rows are counted from 1 across the whole file
+                    table = colmap.apply(batch, mapping, path=str(path), row0=row0)
                     row0 += batch.num_rows
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise InputError(path, f"row group {i}", f"corrupt Parquet data ({exc})") from None
+                    yield table
+            except (pa.ArrowException, OSError, EOFError, ValueError) as exc:
+                raise InputError(path, where, f"corrupt Parquet data ({exc})") from None

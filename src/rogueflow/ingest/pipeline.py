@@ -103,8 +103,12 @@ def ingest_file(
     existing = store.catalog.source_by_sha(p.sha256)
     if existing is not None and not force:
         return IngestResult(
-            existing.source_id, existing.path, existing.format, existing.rows,
-            len(store.catalog.files(existing.source_id)), skipped=True,
+            existing.source_id,
+            existing.path,
+            existing.format,
+            existing.rows,
+            len(store.catalog.files(existing.source_id)),
+            skipped=True,
         )
     source_id = p.sha256[:16]
 
@@ -114,6 +118,10 @@ def ingest_file(
                 yield conform(batch, source_format=p.reader.name, source_id=source_id)
 
     return store.write_source(
-        path=p.path, sha256=p.sha256, fmt=p.reader.name, batches=batches(), force=force,
+        path=p.path,
+        sha256=p.sha256,
+        fmt=p.reader.name,
+        batches=batches(),
+        force=force,
         on_rows=on_rows,
     )

@@ -78,12 +78,11 @@ class Catalog:
             self._db.executescript(_DDL)
             row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
             if row is None:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('version', ?)", (str(CATALOG_VERSION),)
-                )
+                self._db.execute("INSERT INTO meta VALUES ('version', ?)", (str(CATALOG_VERSION),))
             elif int(row[0]) > CATALOG_VERSION:
                 raise StoreError(
-                    f"{path}: catalog version {row[0]} is newer than this rogueflow; upgrade rogueflow"
+                    f"{path}: catalog version {row[0]} is newer than this rogueflow; "
+                    "upgrade rogueflow"
                 )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: the catalog is unreadable ({exc})") from None
@@ -146,15 +145,23 @@ class Catalog:
                 (source.sha256,),
             ).fetchall()
             db.execute(
-                "DELETE FROM files WHERE source_id IN (SELECT source_id FROM sources WHERE sha256 = ?)",
+                "DELETE FROM files WHERE source_id IN "
+                "(SELECT source_id FROM sources WHERE sha256 = ?)",
                 (source.sha256,),
             )
             db.execute("DELETE FROM sources WHERE sha256 = ?", (source.sha256,))
             db.execute(
                 f"INSERT INTO sources ({_SOURCE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (
-                    source.source_id, source.sha256, source.path, source.format, source.size,
-                    source.rows, source.first_ts, source.last_ts, source.ingested_at,
+                    source.source_id,
+                    source.sha256,
+                    source.path,
+                    source.format,
+                    source.size,
+                    source.rows,
+                    source.first_ts,
+                    source.last_ts,
+                    source.ingested_at,
                     source.schema_version,
                 ),
             )

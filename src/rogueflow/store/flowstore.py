@@ -19,7 +19,9 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,8 +83,12 @@ class FlowStore:
             existing = self.catalog.source_by_sha(sha256)
             if existing is not None and not force:
                 return IngestResult(
-                    existing.source_id, existing.path, existing.format, existing.rows,
-                    len(self.catalog.files(existing.source_id)), skipped=True,
+                    existing.source_id,
+                    existing.path,
+                    existing.format,
+                    existing.rows,
+                    len(self.catalog.files(existing.source_id)),
+                    skipped=True,
                 )
             self.sweep()
             ingest_id = uuid.uuid4().hex[:12]
@@ -96,10 +102,14 @@ class FlowStore:
                     row_group_rows=int(self.ws.setting("row_group_rows")),
                     zstd_level=int(self.ws.setting("zstd_level")),
                 )
-                for batch in batches:
-                    writer.add(batch)
-                    if on_rows is not None:
-                        on_rows(batch.num_rows)
+                try:
+                    for batch in batches:
+                        writer.add(batch)
+                        if on_rows is not None:
+                            on_rows(batch.num_rows)
+                except BaseException:
+                    writer.abort()  # before the staging dir is removed under it
+                    raise
                 staged = writer.close()
                 first_ts, last_ts = writer.time_range()
                 final: list[StoredFile] = []
@@ -110,11 +120,19 @@ class FlowStore:
                     size = src.stat().st_size
                     os.replace(src, dest)
                     final.append(StoredFile(rel, source_id, day, rows, size))
-                _fsync_dir(self.ws.flows_dir)
+                # one sync for all files and renames: a committed catalog row must never
+                # name a torn file, and an fsync per day file costs seconds per source
+                os.sync()
                 source = Source(
-                    source_id=source_id, sha256=sha256, path=str(path), format=fmt,
-                    size=path.stat().st_size, rows=sum(f.rows for f in final),
-                    first_ts=first_ts, last_ts=last_ts, ingested_at=now_iso(),
+                    source_id=source_id,
+                    sha256=sha256,
+                    path=str(path),
+                    format=fmt,
+                    size=path.stat().st_size,
+                    rows=sum(f.rows for f in final),
+                    first_ts=first_ts,
+                    last_ts=last_ts,
+                    ingested_at=now_iso(),
                     schema_version=SCHEMA_VERSION,
                 )
                 try:
@@ -181,6 +199,10 @@ class _DayPartitionWriter:
         self.counter = 0
         self._min: int | None = None
         self._max: int | None = None
+        # Parquet encoding and zstd run without the GIL, so a writer thread overlaps
+        # them with the reader's parsing; at most two files are in flight (bounded memory)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rogueflow-write")
+        self._pending: deque[Future[None]] = deque()
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -223,13 +245,27 @@ class _DayPartitionWriter:
         rel = f"day={day}/{self.prefix}-{self.counter:05d}.parquet"
         dest = self.root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        write_flow_table(table, dest, self.row_group_rows, self.zstd_level)
+        while len(self._pending) >= 2:
+            self._pending.popleft().result()
+        self._pending.append(
+            self._pool.submit(write_flow_table, table, dest, self.row_group_rows, self.zstd_level)
+        )
         self.written.append((rel, day, table.num_rows))
 
     def close(self) -> list[tuple[str, str, int]]:
-        for day in sorted(self.buffers):
-            self._flush(day)
+        """Flush every buffer and wait for the writes; re-raises a write error."""
+        try:
+            for day in sorted(self.buffers):
+                self._flush(day)
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self.abort()
         return self.written
+
+    def abort(self) -> None:
+        """Stop the writer thread (pending writes finish; their files are discarded)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def time_range(self) -> tuple[str | None, str | None]:
         if self._min is None or self._max is None:
@@ -239,7 +275,7 @@ class _DayPartitionWriter:
 
 
 def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_level: int) -> None:
-    """Write one store file; fsync it so a committed catalog row never names a torn file."""
+    """Write one store file (the caller syncs before committing it to the catalog)."""
     pq.write_table(
         table,
         dest,
@@ -247,9 +283,20 @@ def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_leve
         compression="zstd",
         compression_level=zstd_level,
         use_dictionary=[
-            "src_addr", "dst_addr", "exporter", "observation_point", "app_label",
-            "server_name", "dns_query", "source_format", "source_id", "src_port", "dst_port",
-            "proto", "tcp_flags", "sampling_rate",
+            "src_addr",
+            "dst_addr",
+            "exporter",
+            "observation_point",
+            "app_label",
+            "server_name",
+            "dns_query",
+            "source_format",
+            "source_id",
+            "src_port",
+            "dst_port",
+            "proto",
+            "tcp_flags",
+            "sampling_rate",
         ],
         column_encoding={
             "ts_start": "DELTA_BINARY_PACKED",
@@ -261,21 +308,7 @@ def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_leve
         },
         write_statistics=True,
     )
-    fd = os.open(dest, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _day_name(day_index: int) -> str:
     return str(np.datetime64(day_index, "D"))
-
-
-def _fsync_dir(path: Path) -> None:
-    for d in {path, *path.glob("day=*")}:
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -100,7 +100,9 @@ def _interval(entry: dict[str, Any], where: str) -> Interval:
     vf = _when(entry["valid_from"], f"{where}.valid_from") if "valid_from" in entry else EPOCH
     vt = _when(entry["valid_to"], f"{where}.valid_to") if "valid_to" in entry else FOREVER
     if vt <= vf:
-        raise ConfigError(f"{where}: valid_to {vt.isoformat()} is not after valid_from {vf.isoformat()}")
+        raise ConfigError(
+            f"{where}: valid_to {vt.isoformat()} is not after valid_from {vf.isoformat()}"
+        )
     return Interval(vf, vt)
 
 
@@ -123,13 +125,25 @@ def _asn_list(data: dict[str, Any], key: str, src: str) -> tuple[AsnEntry, ...]:
             raise ConfigError(f"{where}.asn: {e['asn']!r} is not a number") from None
         if not 0 < asn < 2**32:
             raise ConfigError(f"{where}.asn: {asn} is out of range")
-        out.append(AsnEntry(asn, str(e.get("name", "")), _interval(e, where), str(e.get("reason", ""))))
+        out.append(
+            AsnEntry(asn, str(e.get("name", "")), _interval(e, where), str(e.get("reason", "")))
+        )
     return tuple(out)
 
 
 _KNOWN_KEYS = {
-    "code", "iso", "name", "aliases", "timezone", "working_days", "business_hours",
-    "countries", "prefixes", "asns", "upstreams", "exclude",
+    "code",
+    "iso",
+    "name",
+    "aliases",
+    "timezone",
+    "working_days",
+    "business_hours",
+    "countries",
+    "prefixes",
+    "asns",
+    "upstreams",
+    "exclude",
 }
 
 
@@ -154,11 +168,16 @@ def parse_profile(text: str, source: str) -> Territory:
     try:
         working = frozenset(DAY_NAMES.index(str(d)[:3].title()) for d in days)
     except ValueError:
-        raise ConfigError(f"{source}: working_days must be day names like 'Mon', got {days!r}") from None
+        raise ConfigError(
+            f"{source}: working_days must be day names like 'Mon', got {days!r}"
+        ) from None
     hours = data.get("business_hours", ["09:00", "18:00"])
     if not isinstance(hours, list) or len(hours) != 2:
         raise ConfigError(f"{source}: business_hours must be [start, end], got {hours!r}")
-    bh = (_hhmm(hours[0], f"{source}: business_hours[0]"), _hhmm(hours[1], f"{source}: business_hours[1]"))
+    bh = (
+        _hhmm(hours[0], f"{source}: business_hours[0]"),
+        _hhmm(hours[1], f"{source}: business_hours[1]"),
+    )
     if bh[1] <= bh[0]:
         raise ConfigError(f"{source}: business_hours end {bh[1]} is not after start {bh[0]}")
     prefixes = []

@@ -1,0 +1,322 @@
+"""The territory-scoped view every analysis reads, and the engine glue behind it.
+
+:class:`Scope` opens the engine, defines the view ``territory_flows`` (flows with
+at least one end inside the territory, inside the analysis window) and runs the
+analyses' SQL, recording each query for provenance. Only aggregates come back.
+
+Columns of ``territory_flows``:
+
+* ``ts_utc`` (naive UTC timestamp), ``day`` (UTC date), ``year``, ``month`` (UTC)
+* ``side`` — ``out`` / ``in`` / ``internal``; ``internal_addr`` (the inside end:
+  source for out and internal flows, destination for in), ``remote_addr``
+* ``local_ts`` — wall-clock time in the territory (zone history applied),
+  ``local_day``, ``local_weekday`` (0 = Monday), ``local_hour``, ``local_minute``
+  (minute of the day)
+* ``flow_bytes``, ``flow_packets`` — both directions × sampling rate (DOUBLE)
+* the measured ``proto``, ``src_port``, ``dst_port``, ``sampling_rate``,
+  ``exporter``, ``source_id``
+
+Periods are UTC (the window flags are UTC days); local time only classifies a
+flow's weekday and hour. The analyses' SQL uses only these columns and portable
+SQL, so it runs on Spark SQL too; the few engine-specific expressions live in
+:data:`DIALECTS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from rogueflow import territory as terr
+from rogueflow.analyze.engine import DuckDBEngine
+from rogueflow.enrich.territory import local_time_sql, side_sql
+from rogueflow.errors import ConfigError, RogueflowError
+from rogueflow.territory import Territory
+from rogueflow.workspace import Workspace
+
+VIEW = "territory_flows"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """Expressions whose spelling differs between engines (``{x}`` is the argument)."""
+
+    name: str
+    weekday: str  # 0 = Monday … 6 = Sunday
+    temp_view: str
+
+
+DIALECTS = {
+    "duckdb": Dialect("duckdb", "(isodow({x}) - 1)", "CREATE OR REPLACE TEMPORARY VIEW"),
+    # Spark SQL spelling, used by the Spark engine's conformance run.
+    "spark": Dialect("spark", "weekday({x})", "CREATE OR REPLACE TEMPORARY VIEW"),
+}
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    label: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class ProfileInfo:
+    """The territory profile as used: its source and the sha256 of its exact text."""
+
+    territory: Territory
+    source: str
+    sha256: str
+
+
+def load_profile(code: str | None, territory_file: str | Path | None) -> ProfileInfo:
+    """Resolve a profile (built-in or file) and hash the text it was parsed from."""
+    if territory_file is not None:
+        try:
+            text = Path(territory_file).read_text()
+        except OSError as exc:
+            raise ConfigError(
+                f"{territory_file}: cannot read territory file ({exc.strerror})"
+            ) from None
+        t = terr.parse_profile(text, str(territory_file))
+        if code and t.code != code.lower():
+            raise ConfigError(
+                f"{territory_file}: profile code {t.code!r} differs from --territory {code!r}"
+            )
+        source = str(territory_file)
+    else:
+        t = terr.resolve(code, None)
+        name = t.source.removeprefix("built-in:")
+        text = (resources.files("rogueflow.territory") / "profiles" / name).read_text()
+        source = t.source
+    return ProfileInfo(t, source, hashlib.sha256(text.encode()).hexdigest())
+
+
+def _ts(d: date) -> str:
+    return f"TIMESTAMP '{d.isoformat()} 00:00:00'"
+
+
+@dataclass
+class Scope:
+    """An open analysis scope: one territory, one window, one engine connection."""
+
+    engine: DuckDBEngine
+    profile: ProfileInfo
+    start: date  # analysis window, UTC days, inclusive
+    end: date
+    first_ts: datetime  # data window: first and last territory flow
+    last_ts: datetime
+    flows: int
+    baseline: tuple[date, date] | None = None  # comparison window given by the user
+    dialect: Dialect = DIALECTS["duckdb"]
+    log: list[QueryRecord] = field(default_factory=list)
+    _cache: dict[str, pa.Table] = field(default_factory=dict)
+    _traces: list[list[QueryRecord]] = field(default_factory=list)
+
+    @property
+    def territory(self) -> Territory:
+        return self.profile.territory
+
+    @property
+    def first_day(self) -> date:
+        return self.first_ts.date()
+
+    @property
+    def last_day(self) -> date:
+        return self.last_ts.date()
+
+    # --- running SQL ------------------------------------------------------------
+
+    def query(self, label: str, sql: str) -> pa.Table:
+        """Run (or reuse) an aggregate query; record it in the log and open traces."""
+        sql = _dedent(sql)
+        rec = QueryRecord(label, sql)
+        if rec not in self.log:
+            self.log.append(rec)
+        for trace in self._traces:
+            if rec not in trace:
+                trace.append(rec)
+        if sql not in self._cache:
+            try:
+                self._cache[sql] = _fetch(self.engine, sql)
+            except duckdb.Error as exc:
+                raise RogueflowError(f"analysis query {label!r} failed: {exc}") from exc
+        return self._cache[sql]
+
+    def rows(self, label: str, sql: str) -> list[dict[str, Any]]:
+        return list(self.query(label, sql).to_pylist())
+
+    @contextmanager
+    def trace(self) -> Iterator[list[QueryRecord]]:
+        """Collect the queries run (or reused) inside the block, for one finding."""
+        used: list[QueryRecord] = []
+        self._traces.append(used)
+        try:
+            yield used
+        finally:
+            self._traces.remove(used)
+
+    def weekday(self, expr: str) -> str:
+        return self.dialect.weekday.format(x=expr)
+
+    # --- shared aggregates -------------------------------------------------------
+
+    def daily(self) -> pa.Table:
+        """Per UTC day with data: flows, bytes, packets (the base series of every chart)."""
+        return self.query(
+            "daily series",
+            f"""
+            SELECT day, count(*) AS flows, sum(flow_bytes) AS bytes,
+                   sum(flow_packets) AS packets
+            FROM {VIEW} GROUP BY day ORDER BY day
+            """,
+        )
+
+    def sources(self) -> list[dict[str, Any]]:
+        """Catalog sources contributing territory flows, with their first and last day."""
+        return self.rows(
+            "sources used",
+            f"""
+            SELECT source_id, count(*) AS flows, min(day) AS first_day, max(day) AS last_day
+            FROM {VIEW} GROUP BY source_id ORDER BY source_id
+            """,
+        )
+
+    def sampling(self) -> list[dict[str, Any]]:
+        return self.rows(
+            "sampling rates",
+            f"""
+            SELECT sampling_rate, count(*) AS flows FROM {VIEW}
+            GROUP BY sampling_rate ORDER BY sampling_rate
+            """,
+        )
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _fetch(engine: DuckDBEngine, sql: str) -> pa.Table:
+    # A relation's Arrow export avoids the extra copy (and warning) of a DB-API result.
+    table: pa.Table = engine.sql(sql).to_arrow_table()
+    return table
+
+
+def _dedent(sql: str) -> str:
+    lines = [ln.strip() for ln in sql.strip().splitlines()]
+    return "\n".join(ln for ln in lines if ln)
+
+
+def scope_sql(
+    t: Territory, start: date, end: date, first: datetime, last: datetime, dialect: Dialect
+) -> str:
+    """The SELECT defining ``territory_flows`` (see the module docstring)."""
+    window = f"f.ts_start >= {_ts(start)} AND f.ts_start < {_ts(end + timedelta(days=1))}"
+    side = side_sql(t, "f.src_addr", "f.dst_addr", "f.ts_start")
+    local = local_time_sql(t, "s.ts_utc", first, last + timedelta(seconds=1))
+    wd = dialect.weekday.format(x="l.local_ts")
+    return f"""
+    SELECT l.*,
+           EXTRACT(YEAR FROM l.ts_utc) AS year,
+           EXTRACT(MONTH FROM l.ts_utc) AS month,
+           CAST(l.local_ts AS DATE) AS local_day,
+           {wd} AS local_weekday,
+           EXTRACT(HOUR FROM l.local_ts) AS local_hour,
+           EXTRACT(HOUR FROM l.local_ts) * 60 + EXTRACT(MINUTE FROM l.local_ts) AS local_minute
+    FROM (
+      SELECT s.ts_utc, s.day, s.side,
+             CASE WHEN s.side = 'in' THEN s.dst_addr ELSE s.src_addr END AS internal_addr,
+             CASE WHEN s.side = 'in' THEN s.src_addr ELSE s.dst_addr END AS remote_addr,
+             s.proto, s.src_port, s.dst_port, s.sampling_rate, s.exporter, s.source_id,
+             CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
+             CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
+             {local} AS local_ts
+      FROM (
+        SELECT CAST(f.ts_start AS TIMESTAMP) AS ts_utc, CAST(f.ts_start AS DATE) AS day,
+               f.src_addr, f.dst_addr, f.proto, f.src_port, f.dst_port, f.packets, f.bytes,
+               f.rev_packets, f.rev_bytes, f.sampling_rate, f.exporter, f.source_id,
+               {side} AS side
+        FROM flows f WHERE {window}
+      ) s
+      WHERE s.side IS NOT NULL
+    ) l
+    """
+
+
+def open_scope(
+    ws: Workspace,
+    profile: ProfileInfo,
+    start: date | None = None,
+    end: date | None = None,
+    baseline: tuple[date, date] | None = None,
+) -> Scope:
+    """Open the engine and define ``territory_flows``; raise when no flow touches the territory."""
+    if start is not None and end is not None and end < start:
+        raise ConfigError(f"--to {end} is before --from {start}")
+    t = profile.territory
+    engine = DuckDBEngine(ws)
+    try:
+        lo = start or date(1970, 1, 1)
+        hi = end or date(2099, 12, 31)
+        side = side_sql(t, "src_addr", "dst_addr", "ts_start")
+        probe = (
+            "SELECT count(*) AS n, min(CAST(ts_start AS TIMESTAMP)) AS first_ts, "
+            "max(CAST(ts_start AS TIMESTAMP)) AS last_ts FROM flows "
+            f"WHERE ts_start >= {_ts(lo)} AND ts_start < {_ts(hi + timedelta(days=1))} "
+            f"AND ({side}) IS NOT NULL"
+        )
+        row = _fetch(engine, probe).to_pylist()[0]
+        if not row["n"]:
+            where = ""
+            if start or end:
+                where = f" between {start or 'the first day'} and {end or 'the last day'}"
+            raise RogueflowError(
+                f"no flows touch territory {t.code} in the store{where}; "
+                "ingest data or check the window"
+            )
+        first = row["first_ts"].replace(tzinfo=UTC)
+        last = row["last_ts"].replace(tzinfo=UTC)
+        dialect = DIALECTS[engine.name]
+        scope = Scope(
+            engine=engine,
+            profile=profile,
+            start=start or first.date(),
+            end=end or last.date(),
+            first_ts=first,
+            last_ts=last,
+            flows=int(row["n"]),
+            baseline=baseline,
+            dialect=dialect,
+        )
+        view = scope_sql(t, scope.start, scope.end, first, last, dialect)
+        engine.con.execute(f"{dialect.temp_view} {VIEW} AS {view}")
+        scope.log.append(QueryRecord(f"view {VIEW}", _dedent(view)))
+        return scope
+    except BaseException:
+        engine.close()
+        raise
+
+
+def parse_baseline(text: str | None) -> tuple[date, date] | None:
+    """``YYYY-MM-DD:YYYY-MM-DD`` (inclusive UTC days) to a pair of dates."""
+    if not text:
+        return None
+    parts = text.split(":")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        lo, hi = date.fromisoformat(parts[0].strip()), date.fromisoformat(parts[1].strip())
+    except ValueError:
+        raise ConfigError(
+            f"--baseline {text!r}: expected YYYY-MM-DD:YYYY-MM-DD (first and last day, UTC)"
+        ) from None
+    if hi < lo:
+        raise ConfigError(f"--baseline {text!r}: the last day is before the first")
+    return lo, hi

@@ -1,0 +1,390 @@
+"""Analyses on synthetic canonical flows with known answers (volume, pattern of life, stats)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rogueflow import addr
+from rogueflow.analyze import builtin_analyses, load_profile, open_scope, parse_baseline, stats
+from rogueflow.analyze.pattern import PatternOfLife
+from rogueflow.analyze.volume import VolumeGrowth
+from rogueflow.errors import ConfigError, RogueflowError
+from rogueflow.findings import Check, fold, grade
+from rogueflow.ops import ingest_paths
+from rogueflow.workspace import Workspace
+
+PYONGYANG = ZoneInfo("Asia/Pyongyang")
+GAP = (date(2018, 7, 1), date(2018, 7, 10))
+LEVELS = {2017: 10, 2018: 20, 2019: 40}
+HOSTS = {2017: 5, 2018: 10, 2019: 20}
+
+
+def write_flows(
+    path: Path,
+    ts_us: np.ndarray,
+    src: list[str],
+    dst: list[str],
+    *,
+    sampling: int = 1,
+    exporter: str = "sensor-1",
+) -> Path:
+    """A Parquet file with canonical column names (ingested with the 'rogueflow' preset)."""
+    n = len(ts_us)
+    t = pa.array(np.asarray(ts_us, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
+    table = pa.table(
+        {
+            "ts_start": t,
+            "ts_end": t,
+            "src_addr": addr.parse_array(src),
+            "dst_addr": addr.parse_array(dst),
+            "src_port": pa.array(np.full(n, 40000), pa.uint16()),
+            "dst_port": pa.array(np.full(n, 443), pa.uint16()),
+            "proto": pa.array(np.full(n, 6), pa.uint8()),
+            "packets": pa.array(np.full(n, 3), pa.int64()),
+            "bytes": pa.array(np.full(n, 100), pa.int64()),
+            "rev_packets": pa.array(np.full(n, 1), pa.int64()),
+            "rev_bytes": pa.array(np.full(n, 50), pa.int64()),
+            "sampling_rate": pa.array(np.full(n, sampling), pa.uint32()),
+            "exporter": pa.array([exporter] * n, pa.string()),
+        }
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def us(t: datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+@dataclass
+class Dataset:
+    ws: Workspace
+    ts_us: np.ndarray  # territory flows only
+    source_id: str
+
+
+def build_three_years(root: Path, seed: int = 7, days_per_year: int = 366) -> Dataset:
+    """Poisson daily counts stepping 10 → 20 → 40 at each new year, a 10-day gap in 2018,
+    times of day drawn so 2017 leans to evenings and 2019 to local working hours, plus
+    flows that touch no territory (which must be ignored)."""
+    rng = np.random.default_rng(seed)
+    ts: list[np.ndarray] = []
+    day = date(2017, 1, 1)
+    while day <= date(2019, 12, 31):
+        if not GAP[0] <= day <= GAP[1] and day.timetuple().tm_yday <= days_per_year:
+            n = int(rng.poisson(LEVELS[day.year]))
+            base = us(datetime(day.year, day.month, day.day, tzinfo=UTC))
+            if day.year == 2019 and day.weekday() < 5:
+                # around 01:00–08:00 UTC, i.e. 10:00–17:00 in Pyongyang
+                secs = rng.integers(3600, 8 * 3600, n)
+            elif day.year == 2017:
+                secs = rng.integers(8 * 3600, 14 * 3600, n)  # 16:30–22:30 local
+            else:
+                secs = rng.integers(0, 86400, n)
+            ts.append(base + secs.astype(np.int64) * 1_000_000)
+        day += timedelta(days=1)
+    t = np.concatenate(ts)
+    t.sort()
+    years = np.array([datetime.fromtimestamp(x / 1e6, UTC).year for x in t])
+    host_idx = np.arange(len(t)) % np.array([HOSTS[y] for y in years])
+    hosts = [f"175.45.176.{1 + i}" for i in host_idx]
+    outbound = np.arange(len(t)) % 2 == 1
+    src = [h if o else "8.8.4.4" for h, o in zip(hosts, outbound, strict=True)]
+    dst = ["8.8.8.8" if o else h for h, o in zip(hosts, outbound, strict=True)]
+    # noise: flows with neither end in the territory
+    noise = us(datetime(2018, 3, 1, tzinfo=UTC)) + np.arange(500, dtype=np.int64) * 60_000_000
+    all_t = np.concatenate([t, noise])
+    src += ["1.1.1.1"] * len(noise)
+    dst += ["9.9.9.9"] * len(noise)
+    f = write_flows(root / "flows.parquet", all_t, src, dst)
+    ws = Workspace(root / "ws")
+    res = ingest_paths(ws, [f])
+    return Dataset(ws, t, res[0].source_id)
+
+
+@pytest.fixture(scope="module")
+def three_years(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    with pytest.MonkeyPatch.context() as mp:
+        # The store fsyncs each of the ~1,100 day files; durability is not under test here.
+        mp.setattr("os.fsync", lambda fd: None)
+        return build_three_years(tmp_path_factory.mktemp("three-years"))
+
+
+@pytest.fixture(scope="module")
+def outputs(three_years: Dataset):  # type: ignore[no-untyped-def]
+    scope = open_scope(three_years.ws, load_profile("kp", None))
+    try:
+        findings, charts = {}, {}
+        for a in builtin_analyses():
+            out = a.run(scope)
+            findings.update({f.id: f for f in out.findings})
+            charts.update(out.charts)
+        yield findings, charts, scope.log
+    finally:
+        scope.close()
+
+
+def _daily_counts(ts_us: np.ndarray) -> dict[date, int]:
+    days = (ts_us // 86_400_000_000).astype(np.int64)
+    uniq, counts = np.unique(days, return_counts=True)
+    return {
+        date(1970, 1, 1) + timedelta(days=int(d)): int(c) for d, c in zip(uniq, counts, strict=True)
+    }
+
+
+def test_growth_ratio_exact(three_years: Dataset, outputs) -> None:  # type: ignore[no-untyped-def]
+    growth = outputs[0]["volume.growth"]
+    daily = _daily_counts(three_years.ts_us)
+    per_year = {y: [c for d, c in daily.items() if d.year == y] for y in (2017, 2018, 2019)}
+    fpd = {y: sum(v) / len(v) for y, v in per_year.items()}
+    m = growth.metrics
+    for y in (2017, 2018, 2019):
+        assert m[f"flows_{y}"].value == sum(per_year[y])
+        assert m[f"days_with_data_{y}"].value == len(per_year[y])
+        assert m[f"flows_per_day_{y}"].value == pytest.approx(fpd[y], rel=1e-12)
+        # bytes = (100 + 50) × sampling rate 1, both directions
+        assert m[f"bytes_per_day_{y}"].value == pytest.approx(150 * fpd[y], rel=1e-12)
+        assert m[f"packets_per_day_{y}"].value == pytest.approx(4 * fpd[y], rel=1e-12)
+        assert m[f"active_hosts_{y}"].value == HOSTS[y]
+    assert m["days_with_data_2018"].value == 365 - 10  # the gap is not counted as quiet days
+    ratio = fpd[2019] / fpd[2017]
+    assert m["growth_ratio"].value == pytest.approx(ratio, rel=1e-12)
+    assert m["growth_pct"].value == pytest.approx((ratio - 1) * 100, rel=1e-12)
+    assert m["growth_ratio"].low < ratio < m["growth_ratio"].high
+    assert m["growth_ratio"].low > 3.5 and m["growth_ratio"].high < 4.5
+    assert growth.confidence.level == "high"
+    assert "fourfold" in growth.statement and f"{(ratio - 1) * 100:+.0f}%" in growth.statement
+
+
+def test_change_points_found_at_steps(outputs) -> None:  # type: ignore[no-untyped-def]
+    cp = outputs[0]["volume.change_points"]
+    steps = sorted(
+        date.fromisoformat(k.removeprefix("step_")) for k in cp.metrics if k.startswith("step_")
+    )
+    assert cp.metrics["change_points"].value == len(steps) == 2
+    for found, true in zip(steps, (date(2018, 1, 1), date(2019, 1, 1)), strict=True):
+        assert abs((found - true).days) <= 2
+    for k, m in cp.metrics.items():
+        if k.startswith("step_"):
+            assert m.value == pytest.approx(2.0, rel=0.1)
+
+
+def _local(t_us: int) -> datetime:
+    return datetime.fromtimestamp(t_us / 1e6, UTC).astimezone(PYONGYANG)
+
+
+def test_pattern_shares_exact(three_years: Dataset, outputs) -> None:  # type: ignore[no-untyped-def]
+    pat = outputs[0]["pattern.weekday_shift"]
+    # an independent oracle: Python's zoneinfo on every constructed timestamp
+    for y in (2017, 2018, 2019):
+        sel = [x for x in three_years.ts_us if datetime.fromtimestamp(x / 1e6, UTC).year == y]
+        loc = [_local(int(x)) for x in sel]
+        n = len(loc)
+        weekday = sum(t.weekday() < 5 for t in loc) / n
+        business = (
+            sum(t.weekday() < 5 and 9 * 60 <= t.hour * 60 + t.minute < 18 * 60 for t in loc) / n
+        )
+        evening = sum(17 <= t.hour < 23 for t in loc) / n
+        m = pat.metrics
+        assert m[f"weekday_share_{y}"].value == pytest.approx(weekday, abs=1e-12)
+        assert m[f"weekend_share_{y}"].value == pytest.approx(1 - weekday, abs=1e-12)
+        assert m[f"business_hours_share_{y}"].value == pytest.approx(business, abs=1e-12)
+        assert m[f"evening_share_{y}"].value == pytest.approx(evening, abs=1e-12)
+        for name in ("weekday", "business_hours", "evening", "weekend"):
+            mm = m[f"{name}_share_{y}"]
+            assert 0 <= mm.low <= mm.value <= mm.high <= 1
+    assert pat.metrics["business_hours_share_change_pp"].low > 0
+    assert "shifted toward weekday business hours" in pat.statement
+    # the weekday share itself was built not to move: that costs one confidence step
+    assert (
+        pat.metrics["weekday_share_change_pp"].low < 0 < pat.metrics["weekday_share_change_pp"].high
+    )
+    assert pat.confidence.level == "moderate"
+    assert any("working days share is within day-to-day" in r for r in pat.confidence.reasons)
+    split = [t for t in pat.evidence if t.title == "Shares per year by side"]
+    assert split and {r[1] for r in split[0].rows} == {"in", "out"}
+
+
+def test_local_time_follows_zone_history(tmp_path: Path) -> None:
+    moments = [
+        datetime(2017, 6, 5, 0, 45, tzinfo=UTC),  # Mon 09:15 at +08:30: business hours
+        datetime(2017, 6, 5, 0, 15, tzinfo=UTC),  # Mon 08:45: before business hours
+        datetime(2019, 6, 3, 0, 45, tzinfo=UTC),  # Mon 09:45 at +09:00
+        datetime(2019, 6, 3, 0, 15, tzinfo=UTC),  # Mon 09:15: business hours now
+        datetime(2018, 5, 4, 14, 59, tzinfo=UTC),  # Fri 23:29 at +08:30
+        datetime(2018, 5, 4, 15, 0, tzinfo=UTC),  # Sat 00:00 at +09:00 (the switch)
+    ]
+    f = write_flows(
+        tmp_path / "f.parquet",
+        np.array([us(m) for m in moments]),
+        ["175.45.176.9"] * len(moments),
+        ["8.8.8.8"] * len(moments),
+    )
+    ws = Workspace(tmp_path / "ws")
+    ingest_paths(ws, [f])
+    scope = open_scope(ws, load_profile("kp", None))
+    try:
+        rows = scope.rows(
+            "t",
+            """
+            SELECT ts_utc, local_ts, local_weekday, local_hour, local_minute, local_day
+            FROM territory_flows ORDER BY ts_utc""",
+        )
+    finally:
+        scope.close()
+    got = {r["ts_utc"].replace(tzinfo=UTC): r for r in rows}
+    expect = {
+        moments[0]: ("09:15", 0),
+        moments[1]: ("08:45", 0),
+        moments[2]: ("09:45", 0),
+        moments[3]: ("09:15", 0),
+        moments[4]: ("23:29", 4),
+        moments[5]: ("00:00", 5),
+    }
+    for m, (hhmm, wd) in expect.items():
+        r = got[m]
+        assert r["local_ts"].strftime("%H:%M") == hhmm
+        assert r["local_weekday"] == wd
+        h, mi = map(int, hhmm.split(":"))
+        assert (r["local_hour"], r["local_minute"]) == (h, h * 60 + mi)
+    # 0:45 UTC counts as business hours in both years; 0:15 only after the switch
+    scope = open_scope(ws, load_profile("kp", None), date(2017, 1, 1), date(2019, 12, 31))
+    try:
+        out = PatternOfLife().run(scope)
+    finally:
+        scope.close()
+    m = out.findings[0].metrics
+    assert m["business_hours_share_2017"].value == pytest.approx(1 / 2)
+    assert m["business_hours_share_2019"].value == pytest.approx(2 / 2)
+
+
+def test_window_and_baseline(three_years: Dataset) -> None:
+    scope = open_scope(
+        three_years.ws,
+        load_profile("kp", None),
+        date(2018, 1, 1),
+        date(2019, 12, 31),
+        parse_baseline("2018-01-01:2018-06-30"),
+    )
+    try:
+        out = VolumeGrowth().run(scope)
+    finally:
+        scope.close()
+    m = out.findings[0].metrics
+    assert "flows_2017" not in m and "flows_2018" in m
+    daily = _daily_counts(three_years.ts_us)
+    base = [c for d, c in daily.items() if date(2018, 1, 1) <= d <= date(2018, 6, 30)]
+    rest = [c for d, c in daily.items() if d > date(2018, 6, 30)]
+    want = (sum(rest) / len(rest)) / (sum(base) / len(base))
+    assert m["growth_ratio_baseline"].value == pytest.approx(want, rel=1e-12)
+    assert "baseline window 2018-01-01 to 2018-06-30" in out.findings[0].statement
+
+
+def test_parse_baseline_errors() -> None:
+    assert parse_baseline(None) is None
+    assert parse_baseline("2017-01-01:2017-12-31") == (date(2017, 1, 1), date(2017, 12, 31))
+    for bad in ("2017-01-01", "2017-13-01:2018-01-01", "2018-01-01:2017-01-01"):
+        with pytest.raises(ConfigError, match="--baseline"):
+            parse_baseline(bad)
+
+
+def test_empty_territory_is_an_error(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "ws")
+    with pytest.raises(RogueflowError, match="no flows touch territory kp in the store"):
+        open_scope(ws, load_profile("kp", None))
+    f = write_flows(
+        tmp_path / "f.parquet",
+        np.array([us(datetime(2017, 1, 2, tzinfo=UTC))]),
+        ["1.1.1.1"],
+        ["8.8.8.8"],
+    )
+    ingest_paths(ws, [f])
+    with pytest.raises(RogueflowError, match="ingest data or check the window"):
+        open_scope(ws, load_profile("kp", None))
+
+
+def test_queries_are_recorded_and_portable(outputs) -> None:  # type: ignore[no-untyped-def]
+    log = outputs[2]
+    sqls = [q.sql for q in log]
+    assert any(q.label == "view territory_flows" for q in log)
+    for sql in sqls[1:]:  # analysis queries read only the scope view
+        assert "territory_flows" in sql
+        assert "isodow" not in sql and "::" not in sql  # engine spellings stay in the view
+
+
+# --- stats --------------------------------------------------------------------------
+
+
+def test_wilson_known_values() -> None:
+    lo, hi = stats.wilson(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert stats.wilson(0, 10)[0] == 0.0
+    assert stats.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_clustered_share_widens_for_clustered_days() -> None:
+    # days are all-or-nothing: a huge design effect, the interval is much wider than naive
+    n = np.full(100, 50.0)
+    k = np.where(np.arange(100) % 7 < 5, 50.0, 0.0)
+    share, _ = stats.clustered_share(n, k)
+    assert share.value == pytest.approx(k.sum() / n.sum())
+    assert share.design_effect > 10
+    assert share.high - share.low > 3 * (share.wilson_high - share.wilson_low)
+    assert share.low < share.value < share.high
+    # independent flows: design effect near 1
+    rng = np.random.default_rng(1)
+    k2 = rng.binomial(50, 0.3, 200).astype(float)
+    s2, _ = stats.clustered_share(np.full(200, 50.0), k2)
+    assert s2.design_effect < 1.6
+
+
+def test_ratio_of_means_covers_truth() -> None:
+    rng = np.random.default_rng(3)
+    hits = 0
+    for _ in range(200):
+        e = stats.ratio_of_means(rng.poisson(20, 60), rng.poisson(60, 60))
+        hits += e.low is not None and e.high is not None and e.low <= 3.0 <= e.high
+    assert hits >= 180  # ~95% coverage
+
+
+def test_change_points_on_synthetic_steps() -> None:
+    rng = np.random.default_rng(11)
+    y = np.concatenate([rng.poisson(100, 80), rng.poisson(400, 60), rng.poisson(150, 90)])
+    cps = stats.change_points(np.log1p(y))
+    assert len(cps) == 2
+    assert abs(cps[0] - 80) <= 2 and abs(cps[1] - 140) <= 2
+    flat = rng.poisson(100, 300)
+    assert stats.change_points(np.log1p(flat)) == []
+    assert stats.change_points(np.log1p(flat[:10])) == []  # too short to split
+    # false alarms on flat series stay rare
+    alarms = sum(
+        bool(stats.change_points(np.log1p(np.random.default_rng(s).poisson(100, 300))))
+        for s in range(100)
+    )
+    assert alarms <= 5
+
+
+def test_gaps() -> None:
+    days = [date(2020, 1, d) for d in (1, 2, 5, 6, 9)]
+    assert stats.gaps(days, date(2020, 1, 1), date(2020, 1, 10)) == [
+        (date(2020, 1, 3), date(2020, 1, 4)),
+        (date(2020, 1, 7), date(2020, 1, 8)),
+        (date(2020, 1, 10), date(2020, 1, 10)),
+    ]
+
+
+def test_grade_and_wording() -> None:
+    c = grade([Check(True, "ok", "bad"), Check(False, "ok", "too few days")])
+    assert c.level == "moderate" and c.reasons == ("ok", "too few days")
+    assert grade([Check(False, "", "x", penalty=5)]).level == "low"
+    assert fold(4.0).startswith("grew about fourfold (×4.00, +300%")
+    assert fold(1.0).startswith("stayed about level")
+    assert fold(0.5).startswith("fell by about 50%")

@@ -1,0 +1,111 @@
+"""The benchmark machinery on 20k flows, so `make bench` does not rot.
+
+Checks structure and correctness (every tool holds exactly the generated flows and
+the answers agree), never timings: those are for `make bench` on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.conftest import ROOT, require_tool
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import datagen
+import nfdump_ref
+import run as bench
+
+N = 20_000
+
+pytestmark = [pytest.mark.slow, pytest.mark.needs_tool("nfcapd")]
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:  # type: ignore[type-arg]
+    require_tool("nfcapd", "nfdump")
+    require_tool("nfdump", "nfdump")
+    out = tmp_path_factory.mktemp("bench")
+    res = bench.run(N, out, text_flows=N, keep=True, log=lambda s: None)
+    return res, out
+
+
+def test_results_document(result: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    res, out = result
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["flows"] == N
+    assert {r["metric"] for r in on_disk["rows"]} == {r.metric for r in bench.table_rows(res)}
+    formats = {i["format"]: i for i in res["ingest"]}
+    assert set(formats) == {"parquet", "csv", "zeek"}
+    for ing in formats.values():
+        if ing["available"]:
+            assert ing["flows"] == N and ing["flows_per_s"] > 0
+        else:
+            assert ing["note"] == "zeek reader not available"
+    assert formats["parquet"]["available"] and formats["csv"]["available"]
+    store = res["store"]
+    assert store["flows"] == N
+    assert 0 < store["measured_bytes_per_flow"] <= store["all_bytes_per_flow"]
+    assert set(store["column_bytes"]) == {f.name for f in bench.FIELDS}
+    table = bench.render(bench.table_rows(res))
+    assert table.splitlines()[0].split()[:3] == ["metric", "rogueflow", "reference"]
+
+
+def test_queries_agree_with_nfdump_and_the_generator(result: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    res, _ = result
+    assert [q["query"] for q in res["queries"]] == list(bench.QUERIES)
+    for q in res["queries"]:
+        assert q["agree"], q
+        assert q["rows"] > 0
+    watched = res["queries"][0]["rogueflow_answer"][0]
+    assert watched == [res["truth"]["watched_flows"], res["truth"]["watched_bytes"]]
+    assert res["truth"]["watched_flows"] > 0
+    hourly = res["queries"][2]
+    assert sum(c for _, c in hourly["rogueflow_answer"]) <= N  # only the first 12 kept
+
+
+def _generated_records(f: datagen.Flows) -> list[tuple[object, ...]]:
+    text = f.pool_text()
+    src = text.take(pa.array(f.src_idx)).to_pylist()
+    dst = text.take(pa.array(f.dst_idx)).to_pylist()
+    cols = (
+        f.ts_start_ms,
+        f.ts_end_ms,
+        src,
+        dst,
+        f.src_port,
+        f.dst_port,
+        f.proto,
+        f.tcp_flags,
+        f.packets,
+        f.bytes,
+    )
+    return sorted(
+        tuple(v if isinstance(v, str) else int(v) for v in row) for row in zip(*cols, strict=True)
+    )
+
+
+def test_nfcapd_holds_exactly_the_generated_flows(result: tuple[dict, Path]) -> None:  # type: ignore[type-arg]
+    res, out = result
+    assert res["nfcapd"]["complete"] and res["nfcapd"]["drops"] == 0
+    flows = datagen.generate(N)
+    assert flows.is_v6().any() and (~flows.is_v6()).any()
+    assert np.isin(flows.proto, [1, 58]).any()  # ICMP type/code survives the trip
+    assert nfdump_ref.records(out / "work" / "nfcapd") == _generated_records(flows)
+
+
+def test_nfdump_csv_layout_matches_nfdump(result: tuple[dict, Path], tmp_path: Path) -> None:  # type: ignore[type-arg]
+    _, out = result
+    real = nfdump_ref.nfdump("-R", str(out / "work" / "nfcapd"), "-o", "csv", "-c", "1")
+    assert real.splitlines()[0] == datagen.NFDUMP_CSV_HEADER
+    path = tmp_path / "x.csv"
+    datagen.write_nfdump_csv(datagen.generate(50, seed=3), path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == datagen.NFDUMP_CSV_HEADER and len(lines) == 51
+    assert {len(line.split(",")) for line in lines} == {len(datagen.NFDUMP_CSV_HEADER.split(","))}
