@@ -133,6 +133,8 @@ def bars_with_intervals(
             )
         )
     fig.update_layout(barmode="group")
+    # categories such as years are labels, not numbers (no "2,016.5" ticks)
+    fig.update_xaxes(type="category")
     fig.update_yaxes(title_text=y_title, tickformat=".0%" if percent else None)
     return spec(chart_id, title, fig)
 

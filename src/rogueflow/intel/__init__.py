@@ -1,0 +1,1 @@
+"""Reference data ("intel"): versioned snapshots, lookup tables and indicator lists."""
