@@ -220,3 +220,105 @@ def test_to_matrix_honours_slices_and_nulls() -> None:
     with_null = pa.array([addr.parse_one("9.9.9.9"), None], addr.ADDR_TYPE)
     assert addr.to_matrix(with_null)[1].tolist() == [0] * 16
     assert addr.format_array(with_null) == ["9.9.9.9", None]
+
+
+# --- the vectorised IPv6 parser against ipaddress ------------------------------------
+
+
+@st.composite
+def _ipv6_with_zero_runs(draw: st.DrawFn) -> ipaddress.IPv6Address:
+    """IPv6 addresses with runs of zero groups, so that "::" appears in many places."""
+    groups = draw(st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8))
+    start = draw(st.integers(0, 8))
+    for i in range(start, min(8, start + draw(st.integers(0, 8)))):
+        groups[i] = 0
+    return ipaddress.IPv6Address(b"".join(g.to_bytes(2, "big") for g in groups))
+
+
+def _spellings(ip: ipaddress.IPv6Address) -> st.SearchStrategy[str]:
+    """Ways to write one address: compressed, exploded, upper case, leading zeros kept."""
+    return st.sampled_from(
+        [
+            str(ip),
+            ip.exploded,
+            str(ip).upper(),
+            ip.exploded.upper().replace("0000", "0"),
+            ":".join(f"{int(g, 16):x}" for g in ip.exploded.split(":")),
+        ]
+    )
+
+
+@st.composite
+def _ipv6_like(draw: st.DrawFn) -> str:
+    """Colon-separated hex that is often almost, and sometimes exactly, an IPv6 address."""
+    groups = draw(st.lists(st.text("0123456789abcdefABCDEF", max_size=5), max_size=10))
+    text = ":".join(groups)
+    if draw(st.booleans()):
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from(["::", ":", ":::"])) + text[at:]
+    tail = draw(st.sampled_from(["", "", "", "%eth0", "%", "%a%b", ":1.2.3.4", ".5", "/64", "g"]))
+    return text + tail
+
+
+_ipv6_forms = st.one_of(
+    ipv6.flatmap(_spellings),
+    _ipv6_with_zero_runs().flatmap(_spellings),
+    _ipv6_like(),
+    st.text(alphabet="0123456789abcdefABCDEF:.%", max_size=45),
+)
+
+_IPV6_EDGES = [
+    "::", ":::", "::1", "1::", "1:2:3:4:5:6:7::", "::2:3:4:5:6:7:8", "1::2:3:4:5:6:7:8",
+    "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:7:8:9", ":1:2:3:4:5:6:7", "1:2:3:4:5:6:7:", ":1::",
+    "::1:", "1:2:3:4:5:6:7:8::", "::1:2:3:4:5:6:7:8", "12345::", "0000:0000::", "00000::",
+    "1::2::3", "g::", "fe80::1%eth0", "fe80::1%", "fe80::1%%", "::ffff:1.2.3.4",
+    "::ffff:1.2.3.04", "1.2.3.4::", "::FFFF:abcd", "0:0:0:0:0:0:0:0", "1:2", "a:b:",
+    "::1/128", "\u0661::1", "fe80:0000:0000:0000:0204:61ff:fe9d:f156",
+]  # fmt: skip
+
+
+def _expected(texts: list[str]) -> tuple[list[bytes], int | None]:
+    out: list[bytes] = []
+    for i, t in enumerate(texts):
+        try:
+            out.append(addr.parse_one(t))
+        except ValueError:
+            return out, i
+    return out, None
+
+
+@pytest.mark.parametrize("text", _IPV6_EDGES)
+def test_ipv6_edge_cases_match_ipaddress(text: str) -> None:
+    expected, bad = _expected([text])
+    if bad is None:
+        assert addr.parse_array([text]).to_pylist() == expected
+    else:
+        with pytest.raises(InputError):
+            addr.parse_array([text])
+
+
+@given(st.lists(st.one_of(_ipv6_forms, _nearly_ipv4), min_size=1, max_size=40), st.integers(0, 99))
+@example(["1::2::3", "1.2.3.4", "10.0.0.300"], 0)
+@example(["10.0.0.300", "fe80::1::2"], 5)
+@example(_IPV6_EDGES, 0)
+def test_vectorised_ipv6_equals_ipaddress(texts: list[str], offset: int) -> None:
+    """Every value parses to ipaddress's bytes, and the first bad row is the one named."""
+    expected, first_bad = _expected(texts)
+    if first_bad is None:
+        assert addr.parse_array(texts, row_offset=offset).to_pylist() == expected
+        return
+    with pytest.raises(InputError) as info:
+        addr.parse_array(texts, path="f.csv", column="sa", row_offset=offset)
+    assert info.value.where == f"row {offset + first_bad + 1}"
+    assert repr(texts[first_bad].strip()) in info.value.problem
+
+
+def test_repeated_and_distinct_values_take_both_paths() -> None:
+    distinct = [f"2001:db8::{i:x}" for i in range(300)] + [f"10.0.{i}.1" for i in range(200)]
+    repeated = distinct * 3
+    for texts in (distinct, repeated, list(reversed(repeated))):
+        assert addr.parse_array(texts).to_pylist() == [addr.parse_one(t) for t in texts]
+    sliced = pa.array(["x", *repeated, "y"]).slice(1, len(repeated))
+    assert addr.parse_array(sliced).to_pylist() == [addr.parse_one(t) for t in repeated]
+    large = pa.array(repeated, pa.large_string())
+    assert addr.parse_array(large).to_pylist() == [addr.parse_one(t) for t in repeated]

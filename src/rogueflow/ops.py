@@ -30,8 +30,11 @@ def ingest_paths(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rogueflow.enrich.intel import Enricher
+
     files = expand(paths)
     store = FlowStore(ws)
+    enricher = Enricher(ws)
     results: list[IngestResult] = []
     try:
         with Progress(
@@ -54,7 +57,15 @@ def ingest_paths(
 
                 try:
                     results.append(
-                        ingest_file(store, f, fmt=fmt, force=force, options=options, on_rows=bump)
+                        ingest_file(
+                            store,
+                            f,
+                            fmt=fmt,
+                            force=force,
+                            options=options,
+                            on_rows=bump,
+                            enricher=enricher,
+                        )
                     )
                 except RogueflowError:
                     raise

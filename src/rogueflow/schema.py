@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from rogueflow.addr import ADDR_TYPE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 METADATA_KEY = b"rogueflow.schema_version"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -128,7 +128,60 @@ FIELDS: tuple[Field, ...] = (
         False,
         "Content hash (sha256, 16 hex) of the ingested file; key into the catalog.",
     ),
+    # --- enrichment (schema 2): derived from reference data valid at ts_start -------------
+    Field(
+        "src_country",
+        pa.string(),
+        True,
+        False,
+        "ISO 3166 country of src_addr (geolocation snapshot valid at ts_start).",
+    ),
+    Field("dst_country", pa.string(), True, False, "ISO 3166 country of dst_addr."),
+    Field("src_asn", pa.uint32(), True, False, "Origin AS of src_addr (null when unknown)."),
+    Field("dst_asn", pa.uint32(), True, False, "Origin AS of dst_addr."),
+    Field("src_as_org", pa.string(), True, False, "Organisation of src_addr's network or AS."),
+    Field("dst_as_org", pa.string(), True, False, "Organisation of dst_addr's network or AS."),
+    Field(
+        "service",
+        pa.string(),
+        True,
+        False,
+        "Service the flow belongs to (facebook, minexmr, tor …), from the taxonomy.",
+    ),
+    Field(
+        "category",
+        pa.string(),
+        True,
+        False,
+        "Category (social.western, crypto.mining, anonymizer.tor …; 'unclassified').",
+    ),
+    Field(
+        "confidence",
+        pa.float32(),
+        True,
+        False,
+        "Confidence of service/category, 0–1, by the rule that made it.",
+    ),
+    Field(
+        "evidence",
+        pa.string(),
+        True,
+        False,
+        "What made the label: the rule, list entry or label (e.g. 'domain dns.google (exact)').",
+    ),
+    Field(
+        "intel",
+        pa.string(),
+        True,
+        False,
+        "Reference-data snapshot ids used to enrich this row, ';'-separated.",
+    ),
 )
+
+ENRICHMENT = (
+    "src_country", "dst_country", "src_asn", "dst_asn", "src_as_org", "dst_as_org",
+    "service", "category", "confidence", "evidence", "intel",
+)  # fmt: skip
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 MEASURED = tuple(f.name for f in FIELDS if f.measured)
@@ -181,8 +234,19 @@ def conform(
 # --- migrations -----------------------------------------------------------------
 
 Migration = Callable[[pa.Table], pa.Table]
+
+
+def convert_1_to_2(table: pa.Table) -> pa.Table:
+    """Schema 2 adds the enrichment columns, empty until the data is (re-)enriched."""
+    for name in ENRICHMENT:
+        if name not in table.column_names:
+            f = FIELD_BY_NAME[name]
+            table = table.append_column(pa.field(name, f.type), pa.nulls(table.num_rows, f.type))
+    return table.select([f.name for f in FIELDS]).replace_schema_metadata(FLOW_SCHEMA.metadata)
+
+
 #: MIGRATIONS[n] converts a table of version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {1: convert_1_to_2}
 
 
 def upgrade(table: pa.Table, version: int) -> pa.Table:

@@ -140,7 +140,7 @@ class DuckDBEngine:
         )
         if files:
             listing = ", ".join(_quote(os.fspath(p)) for p in files)
-            stored = f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+            stored = f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false, union_by_name = true)"
         else:
             self.con.register("_empty_flows", FLOW_SCHEMA.empty_table())
             stored = "SELECT * FROM _empty_flows"

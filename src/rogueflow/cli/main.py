@@ -6,84 +6,22 @@ Each command builds the library object, calls one function, and turns
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from rogueflow import settings
-from rogueflow.errors import RogueflowError
-from rogueflow.workspace import Workspace
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Ctx:
-    def __init__(self, workspace: str | None, quiet: bool) -> None:
-        self._workspace_flag = workspace
-        self.quiet = quiet
-        self._ws: Workspace | None = None
-
-    @property
-    def ws(self) -> Workspace:
-        if self._ws is None:
-            self._ws = Workspace(settings.resolve("workspace", self._workspace_flag))
-        return self._ws
-
-    def say(self, msg: str) -> None:
-        if not self.quiet:
-            click.echo(msg, err=True)
-
-
-pass_ctx = click.make_pass_decorator(Ctx)
-
-
-def handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RogueflowError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def territory_options(fn: F) -> F:
-    """--territory / --territory-file, shared by every command that needs a profile."""
-    fn = click.option(
-        "--territory-file",
-        type=click.Path(dir_okay=False),
-        default=None,
-        help="A territory profile (TOML) instead of a built-in one.",
-    )(fn)
-    fn = click.option(
-        "--territory",
-        "-t",
-        default=None,
-        metavar="CODE",
-        help=f"Territory code ({settings.BY_NAME['territory'].help.split('(')[0].strip()}).",
-    )(fn)
-    return fn
-
-
-def window_options(fn: F) -> F:
-    fn = click.option(
-        "--to",
-        "end",
-        type=click.DateTime(["%Y-%m-%d"]),
-        default=None,
-        help="Last day (inclusive), UTC.",
-    )(fn)
-    fn = click.option(
-        "--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day, UTC."
-    )(fn)
-    return fn
+from rogueflow.cli.common import (
+    Ctx,
+    handle_errors,
+    pass_ctx,
+    territory_options,
+    window_options,
+)
+from rogueflow.cli.intel import intel
 
 
 @click.group()
@@ -323,6 +261,9 @@ def demo(c: Ctx, scale: str, seed: int, out: str | None) -> None:
 
 def _day(value: Any) -> date | None:
     return value.date() if value is not None else None
+
+
+cli.add_command(intel)
 
 
 def main() -> None:

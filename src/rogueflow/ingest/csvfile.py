@@ -9,7 +9,7 @@ import gzip
 import io
 import lzma
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -25,6 +25,7 @@ from rogueflow.ingest.base import (
     compression_of,
     text_head,
 )
+from rogueflow.ingest.zeek import prefetch
 
 # what decoding a damaged (possibly compressed) text file can raise
 _READ_ERRORS = (
@@ -59,11 +60,13 @@ class _Utf8Checked(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         data = self.raw.read(len(buffer))
-        try:
-            self.decoder.decode(data, final=not data)
-        except UnicodeDecodeError as exc:
-            self.bad_offset = self.offset + exc.start
-            raise
+        # pure ASCII (the usual export) is valid on its own, unless a sequence is open
+        if not data or not data.isascii() or self.decoder.getstate()[0]:
+            try:
+                self.decoder.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                self.bad_offset = self.offset + exc.start
+                raise
         buffer[: len(data)] = data
         self.offset += len(data)
         return len(data)
@@ -104,6 +107,7 @@ class CsvReader(NoCompanions):
     def read(self, path: Path, options: ReadOptions) -> Iterator[pa.Table]:
         delimiter = options.extra.get("delimiter", ",")
         row0 = 0
+        parsed = [0]  # rows Arrow has handed over (its thread runs ahead of row0)
         pending_error: list[tuple[str, str]] = []
 
         in_summary = False
@@ -124,7 +128,7 @@ class CsvReader(NoCompanions):
             line = number or _first_ragged_line(path, delimiter)
             pending_error.append(
                 (
-                    f"line {line}" if line else f"after line {row0 + 1}",
+                    f"line {line}" if line else f"after line {parsed[0] + 1}",
                     f"expected {row.expected_columns} columns, found {row.actual_columns}: "
                     f"{text[:80]!r}",
                 )
@@ -159,6 +163,15 @@ class CsvReader(NoCompanions):
             if pending_error:
                 raise InputError(path, *pending_error[0]) from None
             raise InputError(path, "line 1", f"not readable as CSV ({exc})") from None
+
+        def read_error(exc: Exception, rows_read: int) -> InputError:
+            if err := not_utf8():
+                return err
+            if pending_error:
+                return InputError(path, *pending_error[0])
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return InputError(path, f"after line {rows_read + 1}", f"malformed CSV ({detail})")
+
         with fh:
             try:
                 names = reader.schema.names
@@ -174,39 +187,60 @@ class CsvReader(NoCompanions):
                     "header matches no preset; pass --preset NAME or --map COL=SRC "
                     f"(columns: {', '.join(names[:12])})",
                 )
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except _READ_ERRORS as exc:
-                    if err := not_utf8():
-                        raise err from None
-                    if pending_error:
-                        raise InputError(path, *pending_error[0]) from None
-                    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    raise InputError(
-                        path, f"after line {row0 + 1}", f"malformed CSV ({detail})"
-                    ) from None
-                if batch.num_rows == 0:
-                    continue
-                for start in range(0, batch.num_rows, options.batch_rows):
-                    part = batch.slice(start, options.batch_rows)
+            # Arrow parses on a thread while this one converts the rows it already parsed
+            for table in prefetch(_gathered(reader, options.batch_rows, read_error, parsed)):
+                for start in range(0, table.num_rows, options.batch_rows):
+                    part = table.slice(start, options.batch_rows)
                     # line numbers: the header is line 1 (blank lines are not counted)
-                    table = colmap.apply(
+                    out = colmap.apply(
                         part, mapping, path=str(path), row0=row0 + 1, row_label="line"
                     )
                     row0 += part.num_rows
-                    if options.sampling_rate and "sampling_rate" not in table.column_names:
-                        table = table.append_column(
+                    n = out.num_rows
+                    if options.sampling_rate and "sampling_rate" not in out.column_names:
+                        out = out.append_column(
                             "sampling_rate",
-                            pa.array([options.sampling_rate] * table.num_rows, pa.uint32()),
+                            pa.repeat(pa.scalar(options.sampling_rate, pa.uint32()), n),
                         )
-                    if options.exporter and "exporter" not in table.column_names:
-                        table = table.append_column(
-                            "exporter", pa.array([options.exporter] * table.num_rows, pa.string())
+                    if options.exporter and "exporter" not in out.column_names:
+                        out = out.append_column(
+                            "exporter", pa.repeat(pa.scalar(options.exporter, pa.string()), n)
                         )
-                    yield table
+                    yield out
+
+
+def _gathered(
+    reader: pacsv.CSVStreamingReader,
+    rows: int,
+    read_error: Callable[[Exception, int], InputError],
+    parsed: list[int],
+) -> Iterator[pa.Table]:
+    """Arrow's batches (one per 4 MiB block) joined into tables of about ``rows`` rows;
+    ``parsed[0]`` counts the rows read.
+
+    A read error is raised after the rows before it are handed on, so a bad value in
+    those is still the error reported: the first one in the file.
+    """
+    pending: list[pa.RecordBatch] = []
+    count = done = 0
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except _READ_ERRORS as exc:
+            if pending:
+                yield pa.Table.from_batches(pending)
+            raise read_error(exc, parsed[0]) from None
+        if batch.num_rows:
+            pending.append(batch)
+            count += batch.num_rows
+            parsed[0] = done + count
+        if count >= rows:
+            yield pa.Table.from_batches(pending)
+            pending, done, count = [], done + count, 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def _first_ragged_line(path: Path, delimiter: str) -> int | None:

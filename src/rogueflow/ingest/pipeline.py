@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rogueflow.enrich.intel import Enricher
 from rogueflow.errors import InputError, UnknownFormat
 from rogueflow.ingest.base import Reader, ReadOptions, read_head
 from rogueflow.schema import conform
@@ -96,8 +97,13 @@ def ingest_file(
     force: bool = False,
     options: ReadOptions | None = None,
     on_rows: Callable[[int], None] | None = None,
+    enricher: Enricher | None = None,
 ) -> IngestResult:
-    """Ingest one file; on any error nothing of it becomes visible."""
+    """Ingest one file; on any error nothing of it becomes visible.
+
+    Every batch is enriched (country, AS, service, category …) from the reference
+    data valid at each flow's time; pass ``enricher`` to share one across files.
+    """
     opts = options or ReadOptions(batch_rows=int(store.ws.setting("batch_rows")))
     p = plan(path, fmt)
     existing = store.catalog.source_by_sha(p.sha256)
@@ -111,11 +117,12 @@ def ingest_file(
             skipped=True,
         )
     source_id = p.sha256[:16]
+    enrich = enricher or Enricher(store.ws)
 
     def batches() -> Iterator[pa.Table]:
         for batch in p.reader.read(p.path, opts):
             if batch.num_rows:
-                yield conform(batch, source_format=p.reader.name, source_id=source_id)
+                yield enrich.apply(conform(batch, source_format=p.reader.name, source_id=source_id))
 
     return store.write_source(
         path=p.path,

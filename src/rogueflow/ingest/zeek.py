@@ -384,23 +384,14 @@ def _timestamps(col: pa.ChunkedArray, path: Path, locate: Locate) -> I64:
 
 
 def _address_column(col: pa.ChunkedArray, name: str) -> pa.Array | tuple[int, str]:
-    """16-byte addresses with each distinct text parsed once (a sensor sees the same
-    hosts over and over), or the first bad row and what is wrong with it."""
+    """16-byte addresses, or the first bad row and what is wrong with it."""
     col = col.combine_chunks()
     if col.null_count:
         return _first(pc.is_null(col)), f"{name} is unset"
-    enc = col.dictionary_encode()
-    try:
-        return addr.parse_array(enc.dictionary).take(enc.indices)
-    except InputError:
-        bad = []
-        for j, text in enumerate(enc.dictionary.to_pylist()):
-            try:
-                addr.parse_one(text)
-            except ValueError:
-                bad.append(j)
-        row = _first(np.isin(enc.indices.to_numpy(), bad))
-        return row, f"{name} {col[row].as_py()!r} is not an IP address"
+    parsed = addr.parse_or_first_bad(col)
+    if isinstance(parsed, int):
+        return parsed, f"{name} {col[parsed].as_py()!r} is not an IP address"
+    return parsed
 
 
 def _addresses(t: pa.Table, path: Path, locate: Locate) -> tuple[pa.Array, pa.Array]:
@@ -418,9 +409,11 @@ def _protocols(t: pa.Table, src: pa.Array, path: Path, locate: Locate) -> I64:
     if idx.null_count:
         i = _first(pc.is_null(idx))
         raise InputError(path, locate(i), f"proto {t['proto'][i].as_py()!r} is not a transport")
-    proto = np.asarray(pc.take(_PROTO_NUMBERS, idx).to_numpy(), dtype=np.int64)
+    proto = np.array(pc.take(_PROTO_NUMBERS, idx).to_numpy(), dtype=np.int64)  # writable
     # Zeek writes "icmp" for ICMPv6 too; the address family tells them apart
-    proto = np.where((proto == 1) & ~addr.is_ipv4(src), 58, proto)
+    icmp = np.flatnonzero(proto == 1)
+    if len(icmp):
+        proto[icmp[~addr.is_ipv4(src.take(pa.array(icmp)))]] = 58
     if "ip_proto" in t.column_names and t["ip_proto"].null_count < t.num_rows:
         given = np.asarray(pc.fill_null(t["ip_proto"], -1).to_numpy(), dtype=np.int64)
         if (given > 255).any() or (given < -1).any():
@@ -609,7 +602,9 @@ class ZeekConnReader:
         at = path.name.split(".").index("conn") if self.companions(path) else 0
         lookups = [companion_lookup(p, *kinds[p.name.split(".")[at]], block)
                    for p in self.companions(path)]  # fmt: skip
-        batches = prefetch(log_batches(path, CONN_TYPES, REQUIRED, COUNTERS, "conn.log", block))
+        # uid is only needed to join companion logs (and is costly to parse)
+        types = CONN_TYPES if lookups else {k: v for k, v in CONN_TYPES.items() if k != "uid"}
+        batches = prefetch(log_batches(path, types, REQUIRED, COUNTERS, "conn.log", block))
         for batch, locate in batches:
             for s in range(0, batch.num_rows, options.batch_rows):
                 part = pa.Table.from_batches([batch.slice(s, options.batch_rows)])

@@ -48,6 +48,7 @@ KINDS: dict[str, Kind] = {
                 "csv": f"{_GEO}:load_country_csv",
                 "rir-delegated": f"{_GEO}:load_rir_delegated",
                 "cidr-dir": f"{_GEO}:load_country_cidr_dir",
+                "embedded": f"{_GEO}:load_embedded_country",
             },
         ),
         Kind(
@@ -57,6 +58,7 @@ KINDS: dict[str, Kind] = {
                 "mmdb": f"{_GEO}:load_asn_mmdb",
                 "csv": f"{_GEO}:load_asn_csv",
                 "pfx2as": f"{_GEO}:load_pfx2as",
+                "embedded": f"{_GEO}:load_embedded_asn",
             },
         ),
         Kind(

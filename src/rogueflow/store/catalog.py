@@ -171,6 +171,30 @@ class Catalog:
             )
         return [StoredFile(*r) for r in old]
 
+    def swap_files(
+        self, source_id: str, files: Iterable[StoredFile], schema_version: int
+    ) -> list[StoredFile]:
+        """Replace a source's files in one transaction (re-enrichment, migration).
+
+        Returns the files it owned before, for the caller to delete.
+        """
+        files = list(files)
+        with self.transaction() as db:
+            old = db.execute(
+                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ?",
+                (source_id,),
+            ).fetchall()
+            db.execute("DELETE FROM files WHERE source_id = ?", (source_id,))
+            db.executemany(
+                "INSERT INTO files (path, source_id, day, rows, bytes) VALUES (?,?,?,?,?)",
+                [(f.path, f.source_id, f.day, f.rows, f.bytes) for f in files],
+            )
+            db.execute(
+                "UPDATE sources SET schema_version = ? WHERE source_id = ?",
+                (schema_version, source_id),
+            )
+        return [StoredFile(*r) for r in old]
+
     def remove_source(self, source_id: str) -> list[StoredFile]:
         with self.transaction() as db:
             old = db.execute(

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rogueflow.schema import FLOW_SCHEMA, SCHEMA_VERSION
+from rogueflow.errors import StoreError
+from rogueflow.schema import FLOW_SCHEMA, MEASURED, METADATA_KEY, SCHEMA_VERSION, upgrade
 from rogueflow.store.catalog import Catalog, Source, StoredFile, now_iso
 from rogueflow.workspace import Workspace
 
@@ -151,6 +152,66 @@ class FlowStore:
                 source_id, str(path), fmt, source.rows, len(final), replaced=existing is not None
             )
 
+    def rewrite_source(
+        self,
+        source_id: str,
+        transform: Callable[[pa.Table], pa.Table],
+        *,
+        on_file: Callable[[int], None] | None = None,
+    ) -> int:
+        """Rewrite every file of one source through ``transform``, atomically.
+
+        Used to upgrade old files to the current schema and to refresh derived
+        (enrichment) columns. Measured columns are checked to be unchanged: derived
+        data may change, measurements never do. Returns the rows rewritten.
+        """
+        with self.ws.write_lock():
+            files = self.catalog.files(source_id)
+            if not files:
+                return 0
+            self.sweep()
+            ingest_id = uuid.uuid4().hex[:12]
+            stage = self.ws.staging_dir / ingest_id
+            stage.mkdir(parents=True)
+            new: list[StoredFile] = []
+            try:
+                for k, f in enumerate(files, 1):
+                    table = read_store_file(self.ws.flows_dir / f.path)
+                    out = transform(table)
+                    if not out.select(list(MEASURED)).equals(table.select(list(MEASURED))):
+                        raise StoreError(f"rewrite of {f.path} changed measured columns; refused")
+                    rel = f"day={f.day}/{source_id}-{ingest_id}-{k:05d}.parquet"
+                    (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                    write_flow_table(
+                        out.cast(FLOW_SCHEMA),
+                        stage / rel,
+                        int(self.ws.setting("row_group_rows")),
+                        int(self.ws.setting("zstd_level")),
+                    )
+                    new.append(
+                        StoredFile(
+                            rel, source_id, f.day, out.num_rows, (stage / rel).stat().st_size
+                        )
+                    )
+                    if on_file is not None:
+                        on_file(k)
+                for f in new:
+                    dest = self.ws.flows_dir / f.path
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(stage / f.path, dest)
+                os.sync()
+                try:
+                    old = self.catalog.swap_files(source_id, new, SCHEMA_VERSION)
+                except BaseException:
+                    for f in new:
+                        (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+                    raise
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
+            for f in old:
+                (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+            return sum(f.rows for f in new)
+
     def remove_source(self, source_id: str) -> int:
         with self.ws.write_lock():
             old = self.catalog.remove_source(source_id)
@@ -183,7 +244,16 @@ class FlowStore:
 
 
 class _DayPartitionWriter:
-    """Buffers rows per UTC day; writes sorted Parquet files to a staging dir."""
+    """Buffers rows per UTC day; writes sorted Parquet files to a staging dir.
+
+    Parquet encoding and zstd run without the GIL, so worker threads (one per core)
+    overlap them with the reader's parsing. A day is written as soon as the input has
+    moved past it (exports are sorted-ish by time), else when the buffer is full or at
+    close; at most ``_IN_FLIGHT`` tables wait for a worker (bounded memory).
+    """
+
+    _WORKERS = 2
+    _IN_FLIGHT = 3
 
     def __init__(
         self, root: Path, *, prefix: str, buffer_rows: int, row_group_rows: int, zstd_level: int
@@ -193,15 +263,15 @@ class _DayPartitionWriter:
         self.buffer_rows = buffer_rows
         self.row_group_rows = row_group_rows
         self.zstd_level = zstd_level
-        self.buffers: dict[str, list[pa.Table]] = {}
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.day_rows: dict[int, int] = {}
         self.buffered = 0
         self.written: list[tuple[str, str, int]] = []
         self.counter = 0
         self._min: int | None = None
         self._max: int | None = None
-        # Parquet encoding and zstd run without the GIL, so a writer thread overlaps
-        # them with the reader's parsing; at most two files are in flight (bounded memory)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rogueflow-write")
+        workers = max(1, min(self._WORKERS, os.cpu_count() or 1))
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rogueflow-write")
         self._pending: deque[Future[None]] = deque()
 
     def add(self, table: pa.Table) -> None:
@@ -209,48 +279,55 @@ class _DayPartitionWriter:
             return
         if table.schema != FLOW_SCHEMA:
             table = table.cast(FLOW_SCHEMA)
-        ts = table.column("ts_start")
-        lo, hi = pc.min_max(ts).values()
-        lo_us, hi_us = lo.value, hi.value
+        us = _int64_values(table.column("ts_start"))
+        lo_us, hi_us = int(us.min()), int(us.max())
         self._min = lo_us if self._min is None else min(self._min, lo_us)
         self._max = hi_us if self._max is None else max(self._max, hi_us)
-        days_us = 86_400_000_000
-        day_idx = pc.cast(ts, pa.int64()).to_numpy() // days_us
-        first, last = int(day_idx.min()), int(day_idx.max())
+        first, last = lo_us // _DAY_US, hi_us // _DAY_US
         if first == last:
-            self._buffer(_day_name(first), table)
+            self._buffer(first, table)
         else:
-            order = np.argsort(day_idx, kind="stable")
-            sorted_days = day_idx[order]
-            bounds = np.flatnonzero(np.diff(sorted_days)) + 1
+            day_idx = us // _DAY_US
+            steps = np.diff(day_idx)
+            if (steps >= 0).all():
+                # already in day order (the common, time-sorted export): slices, no copy
+                bounds = np.flatnonzero(steps) + 1
+                days = day_idx
+            else:
+                order = np.argsort(day_idx, kind="stable")
+                days = day_idx[order]
+                bounds = np.flatnonzero(np.diff(days)) + 1
+                table = table.take(pa.array(order))
             starts = np.concatenate(([0], bounds))
-            ends = np.concatenate((bounds, [len(order)]))
-            taken = table.take(pa.array(order))
-            for s, e in zip(starts, ends, strict=True):
-                self._buffer(_day_name(int(sorted_days[s])), taken.slice(int(s), int(e - s)))
+            ends = np.concatenate((bounds, [len(days)]))
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                self._buffer(int(days[s]), table.slice(s, e - s))
+        # the input has moved past these days: write them now rather than at close
+        for day in sorted(d for d in self.buffers if d < first):
+            self._flush(day)
         while self.buffered > self.buffer_rows:
-            biggest = max(self.buffers, key=lambda d: sum(t.num_rows for t in self.buffers[d]))
-            self._flush(biggest)
+            self._flush(max(self.day_rows, key=self.day_rows.__getitem__))
 
-    def _buffer(self, day: str, table: pa.Table) -> None:
+    def _buffer(self, day: int, table: pa.Table) -> None:
         self.buffers.setdefault(day, []).append(table)
+        self.day_rows[day] = self.day_rows.get(day, 0) + table.num_rows
         self.buffered += table.num_rows
 
-    def _flush(self, day: str) -> None:
-        tables = self.buffers.pop(day)
-        table = pa.concat_tables(tables)
-        self.buffered -= table.num_rows
-        table = table.sort_by([("ts_start", "ascending")])
+    def _flush(self, day_index: int) -> None:
+        tables = self.buffers.pop(day_index)
+        rows = self.day_rows.pop(day_index)
+        self.buffered -= rows
+        day = _day_name(day_index)
         self.counter += 1
         rel = f"day={day}/{self.prefix}-{self.counter:05d}.parquet"
         dest = self.root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        while len(self._pending) >= 2:
+        while len(self._pending) >= self._IN_FLIGHT:
             self._pending.popleft().result()
         self._pending.append(
-            self._pool.submit(write_flow_table, table, dest, self.row_group_rows, self.zstd_level)
+            self._pool.submit(_write_day, tables, dest, self.row_group_rows, self.zstd_level)
         )
-        self.written.append((rel, day, table.num_rows))
+        self.written.append((rel, day, rows))
 
     def close(self) -> list[tuple[str, str, int]]:
         """Flush every buffer and wait for the writes; re-raises a write error."""
@@ -264,7 +341,7 @@ class _DayPartitionWriter:
         return self.written
 
     def abort(self) -> None:
-        """Stop the writer thread (pending writes finish; their files are discarded)."""
+        """Stop the writer threads (pending writes finish; their files are discarded)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def time_range(self) -> tuple[str | None, str | None]:
@@ -272,6 +349,24 @@ class _DayPartitionWriter:
             return None, None
         conv = np.datetime64(self._min, "us"), np.datetime64(self._max, "us")
         return str(conv[0]) + "Z", str(conv[1]) + "Z"
+
+
+_DAY_US = 86_400_000_000
+
+
+def _int64_values(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
+    """A non-null timestamp column's microseconds, without a copy when it is one chunk."""
+    arr = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    return np.asarray(arr.view(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _write_day(tables: list[pa.Table], dest: Path, row_group_rows: int, zstd_level: int) -> None:
+    """Concatenate, sort by ts_start (stable; skipped when already sorted) and write."""
+    table = pa.concat_tables(tables)
+    us = _int64_values(table.column("ts_start"))
+    if len(us) > 1 and not (us[1:] >= us[:-1]).all():
+        table = table.take(pa.array(np.argsort(us, kind="stable")))
+    write_flow_table(table, dest, row_group_rows, zstd_level)
 
 
 def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_level: int) -> None:
@@ -308,6 +403,14 @@ def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_leve
         },
         write_statistics=True,
     )
+
+
+def read_store_file(path: Path) -> pa.Table:
+    """A store file upgraded to the current schema (see schema.MIGRATIONS)."""
+    table = pq.read_table(path)
+    meta = table.schema.metadata or {}
+    version = int(meta.get(METADATA_KEY, b"1"))
+    return upgrade(table, version)
 
 
 def _day_name(day_index: int) -> str:

@@ -1,0 +1,349 @@
+"""Enrichment from reference data, as of each flow's time.
+
+For every flow, both ends get a country, an AS number and an organisation, and
+the flow gets a service, a category, a confidence and the evidence for it.
+Every lookup uses the snapshot of its kind that was valid at the flow's
+``ts_start`` (:meth:`rogueflow.intel.snapshots.IntelStore.at`); the ids of the
+snapshots used are written into the ``intel`` column, so a finding can name
+them. Measured columns are never touched.
+
+Classification, first hit by confidence wins:
+
+1. names seen in the flow (TLS SNI / HTTP Host, then the DNS query) against the
+   service taxonomy and the domain indicator lists (0.90–0.95);
+2. the source's own application label (nDPI, Zeek) (0.85);
+3. either address in an address indicator list valid at that time: Tor relays,
+   VPN ranges, mining-pool addresses (0.80);
+4. the server port (the lower of the two ports, and the destination first) (0.40);
+
+else ``unclassified`` with confidence 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rogueflow.intel.indicators import CONFIDENCE, ServiceCatalog
+from rogueflow.intel.ranges import RangeTable
+from rogueflow.intel.snapshots import IntelStore, Snapshot
+from rogueflow.workspace import Workspace
+
+UNCLASSIFIED = "unclassified"
+
+#: application labels of nDPI / Zeek -> (service, category); matched case-insensitively on
+#: the label's last dotted part first, then the whole label ("TLS.Tor" -> "tor")
+APP_LABELS: dict[str, tuple[str, str]] = {
+    "mining": ("mining", "crypto.mining"),
+    "bitcoin": ("bitcoin", "crypto.p2p"),
+    "monero": ("monero", "crypto.p2p"),
+    "ethereum": ("ethereum", "crypto.p2p"),
+    "nano": ("nano", "crypto.p2p"),
+    "tor": ("tor", "anonymizer.tor"),
+    "openvpn": ("openvpn", "anonymizer.vpn"),
+    "wireguard": ("wireguard", "anonymizer.vpn"),
+    "ipsec": ("ipsec", "anonymizer.vpn"),
+    "protonvpn": ("protonvpn", "anonymizer.vpn"),
+    "mullvad": ("mullvad", "anonymizer.vpn"),
+    "doh_dot": ("doh", "anonymizer.doh"),
+    "bittorrent": ("bittorrent", "filesharing"),
+}
+APP_LABEL_CONFIDENCE = 0.85
+
+#: domain indicator kinds -> category of a hit
+DOMAIN_KINDS = {
+    "mining-pools": "crypto.mining",
+    "crypto-sites": "crypto.exchange",
+    "cryptojacking": "crypto.mining",
+    "vpn-domains": "anonymizer.vpn",
+    "doh-resolvers": "anonymizer.doh",
+}
+#: address indicator kinds -> category of a hit (hosting is an attribute, not a category)
+ADDRESS_KINDS = {
+    "tor-relays": "anonymizer.tor",
+    "vpn-ranges": "anonymizer.vpn",
+    "mining-pools": "crypto.mining",
+}
+
+_US = 1_000_000
+
+
+@dataclass
+class _Label:
+    """Per-row classification being assembled (best confidence wins)."""
+
+    service: npt.NDArray[np.object_]
+    category: npt.NDArray[np.object_]
+    confidence: npt.NDArray[np.float32]
+    evidence: npt.NDArray[np.object_]
+
+    @classmethod
+    def empty(cls, n: int) -> _Label:
+        return cls(
+            np.full(n, None, dtype=object),
+            np.full(n, UNCLASSIFIED, dtype=object),
+            np.zeros(n, dtype=np.float32),
+            np.full(n, None, dtype=object),
+        )
+
+    def offer(
+        self,
+        mask: npt.NDArray[np.bool_],
+        service: npt.ArrayLike,
+        category: npt.ArrayLike,
+        confidence: npt.ArrayLike,
+        evidence: npt.ArrayLike,
+    ) -> None:
+        conf = np.broadcast_to(np.asarray(confidence, dtype=np.float32), mask.shape)
+        take = mask & (conf > self.confidence)
+        if not take.any():
+            return
+        for target, value in (
+            (self.service, service),
+            (self.category, category),
+            (self.evidence, evidence),
+        ):
+            v = np.broadcast_to(np.asarray(value, dtype=object), mask.shape)
+            target[take] = v[take]
+        self.confidence[take] = conf[take]
+
+
+class Enricher:
+    """Adds the enrichment columns of schema 2 to canonical flow tables."""
+
+    def __init__(self, ws: Workspace, store: IntelStore | None = None) -> None:
+        self.store = store or IntelStore(ws)
+        self.catalog = ServiceCatalog.builtin()
+        self._kinds_present = {s.kind for s in self.store.list()}
+        self._value_cache: dict[tuple[str, int], npt.NDArray[Any]] = {}
+
+    # --- snapshot selection ---------------------------------------------------------
+
+    def _segments(
+        self, kind: str, ts_us: npt.NDArray[np.int64]
+    ) -> list[tuple[npt.NDArray[np.bool_], Snapshot]]:
+        """Rows grouped by the snapshot of ``kind`` valid at their time."""
+        if kind not in self._kinds_present or len(ts_us) == 0:
+            return []
+        snaps = self.store.list(kind)
+        bounds = sorted(
+            {
+                int(t.timestamp() * _US)
+                for s in snaps
+                for t in (s.valid_from, s.valid_to)
+                if t is not None
+            }
+        )
+        edges = np.array(bounds, dtype=np.int64)
+        interval = np.searchsorted(edges, ts_us, side="right")
+        out: list[tuple[npt.NDArray[np.bool_], Snapshot]] = []
+        for k in np.unique(interval):
+            rows = interval == k
+            at_us = int(ts_us[rows].min())
+            snap = self.store.at(kind, datetime.fromtimestamp(at_us / _US, UTC))
+            if snap is not None:
+                out.append((rows, snap))
+        return out
+
+    # --- the stage ------------------------------------------------------------------
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        n = table.num_rows
+        ts_us = pc.cast(table.column("ts_start"), pa.int64()).to_numpy()
+        used_ids: npt.NDArray[np.object_] = np.full(n, "", dtype=object)
+
+        def mark(rows: npt.NDArray[np.bool_], snap: Snapshot) -> None:
+            used_ids[rows] = used_ids[rows] + (snap.id + ";")
+
+        cols: dict[str, pa.Array] = {}
+        country_segments = self._segments("geo-country", ts_us)
+        asn_segments = self._segments("geo-asn", ts_us)
+        for rows, snap in (*country_segments, *asn_segments):
+            mark(rows, snap)
+        for end in ("src", "dst"):
+            column = table.column(f"{end}_addr")
+            country = np.full(n, None, dtype=object)
+            asn = np.full(n, -1, dtype=np.int64)
+            org = np.full(n, None, dtype=object)
+            for rows, snap in country_segments:
+                idx = self._lookup(snap, column, rows)
+                country[rows] = self._values(snap, 0)[idx]
+            for rows, snap in asn_segments:
+                idx = self._lookup(snap, column, rows)
+                asn[rows] = self._values(snap, 1)[idx]
+                org[rows] = self._values(snap, 2)[idx]
+            cols[f"{end}_country"] = pa.array(country, pa.string())
+            cols[f"{end}_asn"] = pa.array(np.clip(asn, 0, None), pa.uint32(), mask=asn < 0)
+            cols[f"{end}_as_org"] = pa.array(org, pa.string())
+
+        label = self._classify(table, ts_us, mark)
+        cols["service"] = pa.array(label.service, pa.string())
+        cols["category"] = pa.array(label.category, pa.string())
+        cols["confidence"] = pa.array(label.confidence, pa.float32())
+        cols["evidence"] = pa.array(label.evidence, pa.string())
+        intel = pc.utf8_rtrim(pa.array(used_ids, pa.string()), ";")
+        cols["intel"] = pc.if_else(pc.equal(intel, ""), pa.scalar(None, pa.string()), intel)
+        for name, col in cols.items():
+            idx = table.schema.get_field_index(name)
+            table = table.set_column(idx, name, col) if idx >= 0 else table.append_column(name, col)
+        return table
+
+    def _lookup(
+        self, snap: Snapshot, column: pa.ChunkedArray, rows: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.int32]:
+        rt = _range_table(self.store.load(snap))
+        if rt is None:
+            return np.full(int(rows.sum()), -1, dtype=np.int32)
+        sel = column if rows.all() else column.filter(pa.array(rows))
+        return rt.lookup(sel)
+
+    def _values(self, snap: Snapshot, part: int) -> npt.NDArray[Any]:
+        """A snapshot's values as arrays indexable by lookup results (-1 -> last, empty).
+
+        part 0: the value itself (country); 1: AS number (-1 unknown); 2: organisation.
+        """
+        key = (snap.id, part)
+        if key not in self._value_cache:
+            rt = _range_table(self.store.load(snap))
+            values = list(rt.values) if rt is not None else []
+            if part == 1:
+                nums = [_asn_number(v) for v in values]
+                arr: npt.NDArray[Any] = np.array([*nums, -1], dtype=np.int64)
+            elif part == 2:
+                arr = np.array([*(_asn_name(v) for v in values), None], dtype=object)
+            else:
+                arr = np.array([*values, None], dtype=object)
+            self._value_cache[key] = arr
+        return self._value_cache[key]
+
+    def _classify(
+        self,
+        table: pa.Table,
+        ts_us: npt.NDArray[np.int64],
+        mark: Callable[[npt.NDArray[np.bool_], Snapshot], None],
+    ) -> _Label:
+        n = table.num_rows
+        label = _Label.empty(n)
+        services = np.array([s.name for s in self.catalog.services] + [None], dtype=object)
+        # 1. names seen in the flow
+        for column in ("server_name", "dns_query"):
+            names = table.column(column)
+            if names.null_count == n:
+                continue
+            m = self.catalog.by_name(names)
+            hit = m.service >= 0
+            label.offer(
+                hit, services[m.service], _dict_values(m.category), m.confidence,
+                _dict_values(m.evidence),
+            )  # fmt: skip
+            for kind, category in DOMAIN_KINDS.items():
+                for rows, snap in self._segments(kind, ts_us):
+                    lst = self.store.load(snap)
+                    table_fn = getattr(lst, "table", None)
+                    if table_fn is None or not callable(table_fn):
+                        continue
+                    dt = table_fn()
+                    if not hasattr(dt, "match_detail"):
+                        continue
+                    entry, exact = dt.match_detail(names)
+                    hit = rows & (entry >= 0)
+                    if not hit.any():
+                        continue
+                    mark(hit, snap)
+                    entries = np.array([*list(dt.entries), None], dtype=object)
+                    conf = np.where(exact, CONFIDENCE["domain-exact"], CONFIDENCE["domain-suffix"])
+                    label.offer(
+                        hit, entries[entry], category, conf,
+                        np.char.add(f"{kind} list {snap.name}: ", entries[entry].astype(str)),
+                    )  # fmt: skip
+        # 2. the source's application label
+        app = table.column("app_label")
+        if app.null_count < n:
+            enc = pc.dictionary_encode(app.combine_chunks())
+            words = enc.dictionary.to_pylist()
+            mapped = [_app_label(w) for w in words]
+            codes = enc.indices.to_numpy(zero_copy_only=False)
+            codes = np.where(np.isnan(codes.astype(float)), -1, codes).astype(np.int64)
+            svc = np.array([m[0] if m else None for m in mapped] + [None], dtype=object)
+            cat = np.array([m[1] if m else None for m in mapped] + [None], dtype=object)
+            ev = np.array([f"label {w}" for w in words] + [None], dtype=object)
+            hit = cat[codes] != None  # noqa: E711 - elementwise on an object array
+            label.offer(hit, svc[codes], cat[codes], APP_LABEL_CONFIDENCE, ev[codes])
+        # 3. address indicators on either end
+        for kind, category in ADDRESS_KINDS.items():
+            for rows, snap in self._segments(kind, ts_us):
+                obj = self.store.load(snap)
+                rt = _range_table(obj)
+                if rt is None:
+                    continue
+                values = np.array([*list(rt.values), None], dtype=object)
+                for column in ("dst_addr", "src_addr"):
+                    idx = rt.lookup(table.column(column))
+                    hit = rows & (idx >= 0)
+                    if not hit.any():
+                        continue
+                    mark(hit, snap)
+                    label.offer(
+                        hit, kind.split("-")[0], category, CONFIDENCE["address-list"],
+                        np.char.add(f"{kind} {snap.name}: ", values[idx].astype(str)),
+                    )  # fmt: skip
+        # 4. port rules on the server side (the lower port; destination first)
+        proto = table.column("proto")
+        sport = table.column("src_port").to_numpy(zero_copy_only=False).astype(np.int64)
+        dport = table.column("dst_port").to_numpy(zero_copy_only=False).astype(np.int64)
+        server = np.where((sport < dport) & (sport > 0), sport, dport)
+        m = self.catalog.by_port(proto, server)
+        hit = m.service >= 0
+        label.offer(
+            hit, services[m.service], _dict_values(m.category), m.confidence,
+            _dict_values(m.evidence),
+        )  # fmt: skip
+        return label
+
+
+def _app_label(word: str | None) -> tuple[str, str] | None:
+    if not word:
+        return None
+    low = word.lower()
+    last = low.rsplit(".", 1)[-1]
+    return APP_LABELS.get(last) or APP_LABELS.get(low)
+
+
+def _dict_values(arr: pa.DictionaryArray) -> npt.NDArray[np.object_]:
+    return np.asarray(arr.to_pylist() if arr.null_count else arr.cast(pa.string()).to_pylist(),
+                      dtype=object)  # fmt: skip
+
+
+def _range_table(obj: object) -> RangeTable | None:
+    if isinstance(obj, RangeTable):
+        return obj
+    t = getattr(obj, "table", None)
+    if isinstance(t, RangeTable):
+        return t
+    if callable(t):
+        got = t()
+        return got if isinstance(got, RangeTable) else None
+    return None
+
+
+def _asn_number(value: object) -> int:
+    """(asn, org) pairs, bare AS numbers or "AS123" text -> the number, -1 when unknown."""
+    v = value[0] if isinstance(value, tuple) else value
+    if isinstance(v, int | np.integer):
+        return int(v)
+    if isinstance(v, str) and v.upper().startswith("AS") and v[2:].isdigit():
+        return int(v[2:])
+    return -1
+
+
+def _asn_name(value: object) -> str | None:
+    if isinstance(value, tuple):
+        return None if len(value) < 2 or value[1] is None else str(value[1])
+    return value if isinstance(value, str) and not value.upper().startswith("AS") else None
