@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/lookups.py [--queries N] [--flows N] [--duckdb-queries N]
 
-One table = the embedded ASN table (about 400k ranges, IPv4 and IPv6). Queries are a
+One table = the embedded ASN table (about 600k ranges, IPv4 and IPv6). Queries are a
 realistic mix: 95% IPv4 drawn Zipf-style from 400k addresses inside covered space, 5%
 IPv6 inside the table's IPv6 ranges. DuckDB answers the same queries with an ASOF join
 on BLOB keys (16-byte big-endian addresses compare as unsigned bytes) and its answers

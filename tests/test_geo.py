@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import importlib.metadata
 import ipaddress
 import json
+import random
+import shutil
+import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
+from rogueflow import addr
 from rogueflow.errors import InputError
+from rogueflow.intel import embedded as embedded_mod
 from rogueflow.intel import geo
 
 maxminddb = pytest.importorskip("maxminddb")
@@ -264,68 +272,160 @@ def test_csv_errors_name_file_and_line(tmp_path: Path) -> None:
 
 # ---- embedded default ----------------------------------------------------------------
 
+# The Python-side sources of truth for the network database: plevin's own lookup()
+plevin = pytest.importorskip("plevin")
 pytest.importorskip("geoip2fast")
+pytest.importorskip("plevin_db_network")
+
+# (address, AS number, a word of the operator's name); checked against public routing data
+SOURCES = [("country", "geoip2fast"), ("asn", "plevin-db-network")]
+KNOWN_ASN = [
+    ("8.8.8.8", 15169, "google"),
+    ("1.1.1.1", 13335, "cloudflare"),
+    ("175.45.176.1", 131279, "star joint venture"),
+    ("9.9.9.9", 19281, "quad9"),
+    ("2001:4860:4860::8888", 15169, "google"),
+    ("2606:4700:4700::1111", 13335, "cloudflare"),
+]
+
+
+def _no_network(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the embedded default touched the network")
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> tuple[geo.GeoTable, geo.GeoTable]:
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both embedded tables built from the installed packages alone, sockets refused."""
     cache = tmp_path_factory.mktemp("cache")
-    return geo.embedded_country(cache), geo.embedded_asn(cache)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", _no_network)
+        mp.setattr(socket, "getaddrinfo", _no_network)
+        embedded_mod._LOADED.clear()
+        geo.embedded_country(cache)
+        geo.embedded_asn(cache)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def embedded(cache_dir: Path) -> tuple[geo.GeoTable, geo.GeoTable]:
+    return geo.embedded_country(cache_dir), geo.embedded_asn(cache_dir)
 
 
 def test_embedded_known_answers(embedded: tuple[geo.GeoTable, geo.GeoTable]) -> None:
     country, asn = embedded
-    assert country.get("8.8.8.8") == "US" and asn.get("8.8.8.8") == (None, "GOOGLE")
-    assert country.get("175.45.176.1") == "KP" and asn.get("175.45.176.1") == (
-        None,
-        "Ryugyong-dong",
-    )
-    assert asn.get("1.1.1.1") == (None, "CLOUDFLARENET")
+    assert country.get("8.8.8.8") == "US" and country.get("175.45.176.1") == "KP"
     assert country.get("2001:4860:4860::8888") == "US"
-    assert asn.get("2606:4700:4700::1111") == (None, "CLOUDFLARENET")
     assert country.get("10.1.2.3") is None and country.get("::1") is None
+    for ip, number, word in KNOWN_ASN:
+        got = asn.get(ip)
+        assert got is not None and got[0] == number and word in got[1].lower(), (ip, got)
+    assert asn.get("::ffff:8.8.8.8") == asn.get("8.8.8.8")
+    for reserved in ("10.1.2.3", "192.168.0.1", "127.0.0.1", "::1", "fe80::1"):
+        assert asn.get(reserved) is None, reserved
+    codes = asn.lookup(addr.parse_array(pa.array([ip for ip, _, _ in KNOWN_ASN])))
+    assert [asn.values[c][0] for c in codes.tolist()] == [n for _, n, _ in KNOWN_ASN]
     assert country.source.startswith("package:geoip2fast ")
+    assert (
+        asn.source == f"package:plevin-db-network {importlib.metadata.version('plevin-db-network')}"
+    )
+    assert asn.rows > 400_000 and sum(v[0] is not None for v in asn.values) > 70_000
 
 
-def test_embedded_agrees_with_country_ip_blocks(
-    shared: Path, embedded: tuple[geo.GeoTable, geo.GeoTable]
+def _plevin_answer(db: Any, ip: str) -> tuple[int | None, str] | None:
+    """What plevin's public lookup() says, in the embedded table's (asn, name) form."""
+    net = db.lookup(ip).network
+    if net is None:
+        return None
+    name = (net.operator.company if net.operator and net.operator.company else None) or net.handle
+    if net.asn is None and not name:
+        return None
+    return net.asn, (name or "").strip()
+
+
+def test_embedded_asn_equals_plevin_lookup(embedded: tuple[geo.GeoTable, geo.GeoTable]) -> None:
+    """Random addresses and both sides of random range bounds answer as plevin.lookup() does."""
+    asn = embedded[1]
+    db = plevin.Plevin(embedded_mod.embedded_data_file("asn")[0])
+    rng = random.Random(7)
+    probes: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [
+        ipaddress.IPv4Address(rng.getrandbits(32)) for _ in range(2000)
+    ]
+    probes += [ipaddress.IPv6Address(2 << 124 | rng.getrandbits(124)) for _ in range(500)]
+    bounds = list(asn.table.ranges())
+    for lo, hi, _ in rng.sample(bounds, 1000):
+        for edge in (int.from_bytes(lo, "big") - 1, int.from_bytes(hi, "big") + 1):
+            if 0 <= edge < 2**128:
+                probes.append(
+                    ipaddress.IPv6Address(edge).ipv4_mapped or ipaddress.IPv6Address(edge)
+                )
+    checked = answered = 0
+    for ip in map(str, probes):
+        want = _plevin_answer(db, ip)
+        assert asn.get(ip) == want, ip
+        checked += 1
+        answered += want is not None
+    assert checked > 3500 and answered > checked // 2
+
+
+def test_embedded_cache_and_snapshots(
+    cache_dir: Path,
+    embedded: tuple[geo.GeoTable, geo.GeoTable],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """RIR-registered country vs GeoLite2 location differ for some ranges: report a rate."""
-    country = embedded[0]
-    probes, expected = [], []
-    for cc in ("kp", "cn", "ru", "ir", "de", "us", "jp", "br"):
-        for fam in ("ipv4", "ipv6"):
-            f = shared / "country-ip-blocks" / fam / f"{cc}.cidr"
-            if f.exists():
-                lines = f.read_text().split()
-                for line in lines[:: max(1, len(lines) // 200)]:
-                    probes.append(line.split("/")[0])
-                    expected.append(cc.upper())
-    agree = sum(country.get(p) == e for p, e in zip(probes, expected, strict=True))
-    rate = agree / len(probes)
-    print(f"embedded vs country-ip-blocks: {agree}/{len(probes)} = {rate:.1%}")
-    assert rate > 0.85
-
-
-def test_embedded_cache_and_snapshots(tmp_path: Path) -> None:
-    geo._LOADED.clear()
-    first = geo.embedded_country(tmp_path)
-    cached = list(tmp_path.glob("embedded-geoip2fast-*-country.npz"))
-    assert len(cached) == 1
-    geo._LOADED.clear()
-    again = geo.embedded_country(tmp_path)
-    assert again.rows == first.rows and again.get("175.45.176.1") == "KP"
-    cached[0].write_bytes(b"torn")
-    geo._LOADED.clear()
-    assert geo.embedded_country(tmp_path).rows == first.rows  # rebuilt from the package
-    snaps = geo.embedded_snapshots(tmp_path)
+    """Each table is built once and cached; a torn cache file is rebuilt from the package."""
+    files = {k: list(cache_dir.glob(f"embedded-v*-{d}-*-{k}.npz")) for k, d in SOURCES}
+    assert all(len(found) == 1 for found in files.values()), files
+    embedded_mod._LOADED.clear()
+    for table, again in zip(
+        embedded, (geo.embedded_country(cache_dir), geo.embedded_asn(cache_dir)), strict=True
+    ):
+        assert again is not table and again.rows == table.rows
+        assert (again.meta, again.source) == (table.meta, table.source)
+        assert again.get("175.45.176.1") == table.get("175.45.176.1")
+    files["country"][0].write_bytes(b"torn")
+    embedded_mod._LOADED.clear()
+    assert geo.embedded_country(cache_dir).rows == embedded[0].rows  # rebuilt from the package
+    assert files["country"][0].stat().st_size > 1_000_000
+    snaps = geo.embedded_snapshots(cache_dir)
     assert [s["kind"] for s in snaps] == ["geo-country", "geo-asn"]
-    for s in snaps:
+    for s, (_, dist) in zip(snaps, SOURCES, strict=True):
         assert s["name"] == "embedded" and s["valid_from"] is None
-        assert s["source"].startswith("package:geoip2fast ") and len(s["sha256"]) == 64
+        assert s["source"] == f"package:{dist} {importlib.metadata.version(dist)}"
+        assert s["sha256"] == hashlib.sha256(Path(s["path"]).read_bytes()).hexdigest()
         assert s["id"] == f"{s['kind']}:embedded:{s['sha256'][:12]}" and s["rows"] > 100_000
-    loaded = geo.load_embedded_country(snaps[0]["path"])
-    assert loaded.get("8.8.8.8") == "US"
+    built = plevin.Plevin(snaps[1]["path"]).built  # the database's own build date
+    assert snaps[1]["retrieved_at"] == datetime.fromisoformat(built).replace(tzinfo=UTC)
+    # the registry loaders use the default cache, ~/.cache/rogueflow: seed one there
+    (tmp_path / ".cache").mkdir()
+    shutil.copytree(cache_dir, tmp_path / ".cache" / "rogueflow")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert geo.load_embedded_country(snaps[0]["path"]).get("8.8.8.8") == "US"
+    assert geo.load_embedded_asn(snaps[1]["path"]).get("8.8.8.8")[0] == 15169
+
+
+def test_embedded_asn_refuses_damaged_files(tmp_path: Path) -> None:
+    """Cut, corrupted or foreign files fail with InputError naming the file; never load."""
+    real, _ = embedded_mod.embedded_data_file("asn")
+    data = real.read_bytes()
+    flipped = bytearray(data)
+    for k in range(len(data) // 5, len(data) // 5 + 4096):  # inside the LZMA blocks
+        flipped[k] ^= 0xA5
+    cases = {
+        "cut.plv": data[: len(data) // 3],
+        "flipped.plv": bytes(flipped),
+        "no-sections.plv": b"PLEVIN\0\x02\x02\x00\x00\x00{}",
+        "country.plv": gzip.compress(b"not a plevin file"),
+        "empty.plv": b"",
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(InputError) as err:
+            embedded_mod._asn_table(path, "test")
+        assert str(path) in str(err.value), name
+    with pytest.raises(InputError, match="is not the one plevin-db-network shipped"):
+        embedded_mod._check_record("asn", real, "0" * 64)
 
 
 def test_geotable_npz_round_trip(tmp_path: Path) -> None:
@@ -345,4 +445,4 @@ def test_safe_decoder_refuses_globals(tmp_path: Path) -> None:
     with gzip.open(bad, "wb") as fh:
         pickle.dump((120, {"info": "x", "country": True, "asn": True}, 1, [print]), fh)
     with pytest.raises(InputError, match="refusing global"):
-        geo._decode_geoip2fast(bad)
+        embedded_mod._decode_geoip2fast(bad)

@@ -87,7 +87,7 @@ class Provenance:
     data_window: dict[str, str]
     territory: dict[str, str]
     catalog_sources: tuple[str, ...]
-    reference_data: tuple[dict[str, str], ...]
+    reference_data: tuple[dict[str, Any], ...]  # kind, id, source, sha256, validity …
     queries: tuple[Query, ...]
     rogueflow_version: str
     generated_at: str

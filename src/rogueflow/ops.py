@@ -77,6 +77,45 @@ def ingest_paths(
     return results
 
 
+def enrich_store(
+    ws: Workspace, sources: Iterable[str] = (), *, quiet: bool = True
+) -> list[tuple[str, int]]:
+    """Re-enrich stored flows with the reference data now in the workspace.
+
+    Run after ``intel add`` / ``intel update``; it also upgrades files written with an
+    older schema. Each source is rewritten atomically; measured columns never change.
+    Returns (source id, rows) per source.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rogueflow.enrich.intel import Enricher
+
+    store = FlowStore(ws)
+    enricher = Enricher(ws)
+    wanted = set(sources)
+    todo = [s for s in store.catalog.sources() if not wanted or s.source_id in wanted]
+    unknown = wanted - {s.source_id for s in todo}
+    if unknown:
+        store.close()
+        raise RogueflowError(
+            f"no ingested source {', '.join(sorted(unknown))}; see `rogueflow sources`"
+        )
+    done: list[tuple[str, int]] = []
+    try:
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+            disable=quiet, transient=True,
+        ) as progress:  # fmt: skip
+            task = progress.add_task("enrich", total=len(todo))
+            for src in todo:
+                progress.update(task, description=f"enrich {Path(src.path).name}")
+                done.append((src.source_id, store.rewrite_source(src.source_id, enricher.apply)))
+                progress.advance(task)
+    finally:
+        store.close()
+    return done
+
+
 def run_query(ws: Workspace, sql: str, fmt: str, limit: int | None, out: IO[str]) -> None:
     import duckdb
 

@@ -223,7 +223,7 @@ def conform(
                 col = pc.fill_null(col, pa.scalar(f.default, f.type))
             cols.append(col)
         elif f.default is not None:
-            cols.append(pa.nulls(n, f.type).fill_null(pa.scalar(f.default, f.type)))
+            cols.append(pa.repeat(pa.scalar(f.default, f.type), n))
         elif f.nullable:
             cols.append(pa.nulls(n, f.type))
         else:

@@ -33,10 +33,11 @@ class Analysis(Protocol):
 
 def builtin_analyses() -> list[Analysis]:
     """The analyses a report runs, in report order."""
+    from rogueflow.analyze.counterparts import Counterparts
     from rogueflow.analyze.pattern import PatternOfLife
     from rogueflow.analyze.volume import VolumeGrowth
 
-    return [VolumeGrowth(), PatternOfLife()]
+    return [VolumeGrowth(), PatternOfLife(), Counterparts()]
 
 
 def rogueflow_version() -> str:
@@ -55,22 +56,40 @@ def tzdata_version() -> str:
         return "system zoneinfo"
 
 
-def reference_data(scope: Scope) -> tuple[dict[str, str], ...]:
-    """Reference data the scope used: the territory profile and the zone history."""
+def _fixed(kind: str, ident: str, source: str, sha256: str) -> dict[str, Any]:
+    """A piece of reference data that is not an intel snapshot (profile, zone database)."""
+    return {
+        "kind": kind,
+        "id": ident,
+        "label": ident,
+        "name": ident,
+        "source": source,
+        "sha256": sha256,
+        "valid_from": None,
+        "valid_to": None,
+        "validity": "",
+        "retrieved_at": None,
+        "removed": False,
+        "flows": None,
+        "first_day": None,
+        "last_day": None,
+    }
+
+
+def reference_data(scope: Scope) -> tuple[dict[str, Any], ...]:
+    """Reference data the scope used: the territory profile, the zone history and every
+    intel snapshot named in the ``intel`` column of the flows in scope (with the flows
+    and days that used it), so a 2018 flow's finding names the snapshot valid in 2018."""
     p = scope.profile
     return (
-        {
-            "kind": "territory profile",
-            "id": p.territory.code,
-            "source": p.source,
-            "sha256": p.sha256,
-        },
-        {
-            "kind": "time zone history",
-            "id": p.territory.timezone,
-            "source": f"IANA tz database (tzdata {tzdata_version()})",
-            "sha256": "",
-        },
+        _fixed("territory profile", p.territory.code, p.source, p.sha256),
+        _fixed(
+            "time zone history",
+            p.territory.timezone,
+            f"IANA tz database (tzdata {tzdata_version()})",
+            "",
+        ),
+        *scope.intel_used(),
     )
 
 
@@ -78,6 +97,7 @@ def provenance(
     scope: Scope, queries: list[QueryRecord], generated_at: str | None = None
 ) -> Provenance:
     """Provenance of a finding: the scope view's definition plus the queries it used."""
+    refs = reference_data(scope)  # before ``used``: its query joins the open trace
     view = [q for q in scope.log if q.label.startswith("view ")]
     used = view + [q for q in queries if q not in view]
     return Provenance(
@@ -91,7 +111,7 @@ def provenance(
             "profile_sha256": scope.profile.sha256,
         },
         catalog_sources=tuple(str(s["source_id"]) for s in scope.sources()),
-        reference_data=reference_data(scope),
+        reference_data=refs,
         queries=tuple(Query(q.label, q.sql) for q in used),
         rogueflow_version=rogueflow_version(),
         generated_at=generated_at or datetime.now(UTC).isoformat(timespec="seconds"),

@@ -15,6 +15,11 @@ Columns of ``territory_flows``:
 * ``flow_bytes``, ``flow_packets`` — both directions × sampling rate (DOUBLE)
 * the measured ``proto``, ``src_port``, ``dst_port``, ``sampling_rate``,
   ``exporter``, ``source_id``
+* the remote end's enrichment: ``remote_country``, ``remote_asn`` (BIGINT),
+  ``remote_as_org`` (from ``dst_*`` for out and internal flows, ``src_*`` for in),
+  and the flow's ``service``, ``category``, ``confidence`` and ``intel`` (the
+  ';'-separated ids of the reference-data snapshots used at ingest); all null for
+  flows stored before schema 2
 
 Periods are UTC (the window flags are UTC days); local time only classifies a
 flow's weekday and hour. The analyses' SQL uses only these columns and portable
@@ -120,6 +125,7 @@ class Scope:
     log: list[QueryRecord] = field(default_factory=list)
     _cache: dict[str, pa.Table] = field(default_factory=dict)
     _traces: list[list[QueryRecord]] = field(default_factory=list)
+    _intel: list[dict[str, Any]] | None = None
 
     @property
     def territory(self) -> Territory:
@@ -199,8 +205,113 @@ class Scope:
             """,
         )
 
+    def intel_used(self) -> list[dict[str, Any]]:
+        """The reference-data snapshots the flows in scope were enriched with.
+
+        Read from the flows themselves (their ``intel`` column), so a report names
+        exactly the snapshots behind its numbers, including ones valid only for part
+        of the window. The query runs (from cache) on every call so that each
+        finding's trace records it.
+        """
+        rows = self.rows(
+            "reference data used",
+            f"""
+            SELECT intel, count(*) AS flows, min(day) AS first_day, max(day) AS last_day
+            FROM {VIEW} WHERE intel IS NOT NULL GROUP BY intel
+            """,
+        )
+        if self._intel is None:
+            self._intel = resolve_snapshots(self.engine.ws, rows)
+        return self._intel
+
     def close(self) -> None:
         self.engine.close()
+
+
+def _when(t: datetime | None) -> str:
+    if t is None:
+        return ""
+    t = t.astimezone(UTC)
+    return t.date().isoformat() if t.time() == datetime.min.time() else t.isoformat()
+
+
+def validity_text(valid_from: datetime | None, valid_to: datetime | None) -> str:
+    """'2018-01-01 to 2019-01-01' (end exclusive), 'from …', 'until …' or 'always'."""
+    if valid_from is None and valid_to is None:
+        return "always (no validity interval)"
+    if valid_to is None:
+        return f"from {_when(valid_from)}"
+    if valid_from is None:
+        return f"until {_when(valid_to)}"
+    return f"{_when(valid_from)} to {_when(valid_to)}"
+
+
+def resolve_snapshots(ws: Workspace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Snapshot ids as found in ``intel`` (rows of intel, flows, first_day, last_day)
+    to their description; an id no longer in the store is listed as ``(removed) <id>``."""
+    from rogueflow.intel.snapshots import IntelStore
+
+    use: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        for sid in {x.strip() for x in str(r["intel"]).split(";") if x.strip()}:
+            u = use.setdefault(sid, {"flows": 0, "first_day": r["first_day"], "last_day": None})
+            u["flows"] += int(r["flows"])
+            u["first_day"] = min(u["first_day"], r["first_day"])
+            u["last_day"] = max(u["last_day"] or r["last_day"], r["last_day"])
+    if not use:
+        return []
+    out: list[dict[str, Any]] = []
+    store = IntelStore(ws)
+    try:
+        for sid, u in use.items():
+            try:
+                snap = store.get(sid)
+            except ConfigError:
+                snap = None
+            used = {
+                "flows": u["flows"],
+                "first_day": str(u["first_day"]),
+                "last_day": str(u["last_day"]),
+            }
+            if snap is None or snap.id != sid:
+                kind, _, rest = sid.partition(":")
+                out.append(
+                    {
+                        "kind": kind,
+                        "id": sid,
+                        "label": f"(removed) {sid}",
+                        "name": rest.rpartition(":")[0],
+                        "source": "",
+                        "sha256": "",
+                        "valid_from": None,
+                        "valid_to": None,
+                        "validity": "unknown (no longer in the store)",
+                        "retrieved_at": None,
+                        "removed": True,
+                        **used,
+                    }
+                )
+                continue
+            out.append(
+                {
+                    "kind": snap.kind,
+                    "id": snap.id,
+                    "label": snap.id,
+                    "name": snap.name,
+                    "source": snap.source,
+                    "sha256": snap.sha256,
+                    "valid_from": snap.valid_from.isoformat() if snap.valid_from else None,
+                    "valid_to": snap.valid_to.isoformat() if snap.valid_to else None,
+                    "validity": validity_text(snap.valid_from, snap.valid_to),
+                    "retrieved_at": snap.retrieved_at.isoformat(),
+                    "removed": False,
+                    **used,
+                }
+            )
+    finally:
+        store.close()
+    out.sort(key=lambda e: (e["kind"], e["valid_from"] or "", e["id"]))
+    return out
 
 
 def _fetch(engine: DuckDBEngine, sql: str) -> pa.Table:
@@ -235,6 +346,12 @@ def scope_sql(
              CASE WHEN s.side = 'in' THEN s.dst_addr ELSE s.src_addr END AS internal_addr,
              CASE WHEN s.side = 'in' THEN s.src_addr ELSE s.dst_addr END AS remote_addr,
              s.proto, s.src_port, s.dst_port, s.sampling_rate, s.exporter, s.source_id,
+             CASE WHEN s.side = 'in' THEN s.src_country ELSE s.dst_country END
+                 AS remote_country,
+             CAST(CASE WHEN s.side = 'in' THEN s.src_asn ELSE s.dst_asn END AS BIGINT)
+                 AS remote_asn,
+             CASE WHEN s.side = 'in' THEN s.src_as_org ELSE s.dst_as_org END AS remote_as_org,
+             s.service, s.category, s.confidence, s.intel,
              CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
              CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
              {local} AS local_ts
@@ -242,6 +359,8 @@ def scope_sql(
         SELECT CAST(f.ts_start AS TIMESTAMP) AS ts_utc, CAST(f.ts_start AS DATE) AS day,
                f.src_addr, f.dst_addr, f.proto, f.src_port, f.dst_port, f.packets, f.bytes,
                f.rev_packets, f.rev_bytes, f.sampling_rate, f.exporter, f.source_id,
+               f.src_country, f.dst_country, f.src_asn, f.dst_asn, f.src_as_org, f.dst_as_org,
+               f.service, f.category, f.confidence, f.intel,
                {side} AS side
         FROM flows f WHERE {window}
       ) s

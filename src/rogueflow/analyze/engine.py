@@ -138,12 +138,17 @@ class DuckDBEngine:
                 schema=pa.schema([("source_id", pa.string()), ("source_path", pa.string())]),
             ),
         )
+        # the empty canonical table fixes the column set and types: files written with an
+        # older schema (fewer columns) read with the new columns null (schema.MIGRATIONS
+        # rewrites them for good on `rogueflow enrich`)
+        self.con.register("_empty_flows", FLOW_SCHEMA.empty_table())
+        stored = "SELECT * FROM _empty_flows"
         if files:
             listing = ", ".join(_quote(os.fspath(p)) for p in files)
-            stored = f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false, union_by_name = true)"
-        else:
-            self.con.register("_empty_flows", FLOW_SCHEMA.empty_table())
-            stored = "SELECT * FROM _empty_flows"
+            stored = (
+                f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false, "
+                f"union_by_name = true) UNION ALL BY NAME {stored}"
+            )
         self.con.execute(f"CREATE OR REPLACE VIEW flows_stored AS {stored}")
         self.con.execute(
             """

@@ -124,6 +124,24 @@ def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
 
 
 @cli.command()
+@click.option(
+    "--source",
+    "sources",
+    multiple=True,
+    metavar="ID",
+    help="Only this ingested source (repeatable; default: all).",
+)
+@pass_ctx
+@handle_errors
+def enrich(c: Ctx, sources: tuple[str, ...]) -> None:
+    """Re-enrich stored flows with the current reference data (after `intel add/update`)."""
+    from rogueflow.ops import enrich_store
+
+    done = enrich_store(c.ws, sources, quiet=c.quiet)
+    click.echo(f"re-enriched {sum(r for _, r in done):,} flows in {len(done)} source(s)")
+
+
+@cli.command()
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.option("--limit", type=int, default=None, help="Show at most N rows (table format).")

@@ -128,8 +128,12 @@ class Enricher:
 
     def _segments(
         self, kind: str, ts_us: npt.NDArray[np.int64]
-    ) -> list[tuple[npt.NDArray[np.bool_], Snapshot]]:
-        """Rows grouped by the snapshot of ``kind`` valid at their time."""
+    ) -> list[tuple[npt.NDArray[np.bool_], list[Snapshot]]]:
+        """Rows grouped by the snapshots of ``kind`` valid at their time, best first.
+
+        Validity only changes at snapshot boundaries, so rows between two boundaries
+        share one ranked list.
+        """
         if kind not in self._kinds_present or len(ts_us) == 0:
             return []
         snaps = self.store.list(kind)
@@ -143,14 +147,49 @@ class Enricher:
         )
         edges = np.array(bounds, dtype=np.int64)
         interval = np.searchsorted(edges, ts_us, side="right")
-        out: list[tuple[npt.NDArray[np.bool_], Snapshot]] = []
+        out: list[tuple[npt.NDArray[np.bool_], list[Snapshot]]] = []
         for k in np.unique(interval):
             rows = interval == k
             at_us = int(ts_us[rows].min())
-            snap = self.store.at(kind, datetime.fromtimestamp(at_us / _US, UTC))
-            if snap is not None:
-                out.append((rows, snap))
+            ranked = self.store.ranked(kind, datetime.fromtimestamp(at_us / _US, UTC))
+            if ranked:
+                out.append((rows, ranked))
         return out
+
+    def _each(
+        self, kind: str, ts_us: npt.NDArray[np.int64]
+    ) -> list[tuple[npt.NDArray[np.bool_], Snapshot]]:
+        """(rows, snapshot) for every snapshot of an indicator kind valid for those rows."""
+        return [(rows, snap) for rows, ranked in self._segments(kind, ts_us) for snap in ranked]
+
+    def _layered(
+        self,
+        segments: list[tuple[npt.NDArray[np.bool_], list[Snapshot]]],
+        column: pa.ChunkedArray,
+        n: int,
+        mark: Callable[[npt.NDArray[np.bool_], Snapshot], None] | None,
+    ) -> list[tuple[npt.NDArray[np.bool_], Snapshot, npt.NDArray[np.int32]]]:
+        """Look up each row in the best snapshot that covers its address.
+
+        A partial table (a user's CSV of a few ranges) answers for its ranges; other
+        addresses fall through to the next valid snapshot, down to the embedded default.
+        Returns (rows, snapshot, indices) per answering snapshot.
+        """
+        answers: list[tuple[npt.NDArray[np.bool_], Snapshot, npt.NDArray[np.int32]]] = []
+        for rows, ranked in segments:
+            todo = rows.copy()
+            for snap in ranked:
+                if not todo.any():
+                    break
+                idx = self._lookup(snap, column, todo)
+                found = np.zeros(n, dtype=bool)
+                found[np.flatnonzero(todo)[idx >= 0]] = True
+                if found.any():
+                    answers.append((found, snap, idx[idx >= 0]))
+                    if mark is not None:
+                        mark(found, snap)
+                todo &= ~found
+        return answers
 
     # --- the stage ------------------------------------------------------------------
 
@@ -165,18 +204,16 @@ class Enricher:
         cols: dict[str, pa.Array] = {}
         country_segments = self._segments("geo-country", ts_us)
         asn_segments = self._segments("geo-asn", ts_us)
-        for rows, snap in (*country_segments, *asn_segments):
-            mark(rows, snap)
         for end in ("src", "dst"):
             column = table.column(f"{end}_addr")
             country = np.full(n, None, dtype=object)
             asn = np.full(n, -1, dtype=np.int64)
             org = np.full(n, None, dtype=object)
-            for rows, snap in country_segments:
-                idx = self._lookup(snap, column, rows)
+            answers = self._layered(country_segments, column, n, mark)
+            for rows, snap, idx in answers:
                 country[rows] = self._values(snap, 0)[idx]
-            for rows, snap in asn_segments:
-                idx = self._lookup(snap, column, rows)
+            answers = self._layered(asn_segments, column, n, mark)
+            for rows, snap, idx in answers:
                 asn[rows] = self._values(snap, 1)[idx]
                 org[rows] = self._values(snap, 2)[idx]
             cols[f"{end}_country"] = pa.array(country, pa.string())
@@ -244,7 +281,7 @@ class Enricher:
                 _dict_values(m.evidence),
             )  # fmt: skip
             for kind, category in DOMAIN_KINDS.items():
-                for rows, snap in self._segments(kind, ts_us):
+                for rows, snap in self._each(kind, ts_us):
                     lst = self.store.load(snap)
                     table_fn = getattr(lst, "table", None)
                     if table_fn is None or not callable(table_fn):
@@ -278,7 +315,7 @@ class Enricher:
             label.offer(hit, svc[codes], cat[codes], APP_LABEL_CONFIDENCE, ev[codes])
         # 3. address indicators on either end
         for kind, category in ADDRESS_KINDS.items():
-            for rows, snap in self._segments(kind, ts_us):
+            for rows, snap in self._each(kind, ts_us):
                 obj = self.store.load(snap)
                 rt = _range_table(obj)
                 if rt is None:

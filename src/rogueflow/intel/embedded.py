@@ -13,6 +13,7 @@ Each table is built once and cached as ``.npz`` keyed by package version and dat
 
 from __future__ import annotations
 
+import base64
 import functools
 import gzip
 import hashlib
@@ -33,9 +34,10 @@ import numpy as np
 import numpy.typing as npt
 
 from rogueflow.errors import InputError, MissingDependency
-from rogueflow.intel.geo import _CC, _HOST_HI, _HOST_LO, _MASK, GeoTable, _build, _day
+from rogueflow.intel.geo import _CC, _HOST_HI, _HOST_LO, GeoTable, _build, _day
 
 Kind = Literal["country", "asn"]
+_MASK = 2**64 - 1
 _CACHE_FORMAT = 2  # bump when the conversion below changes: old caches are then ignored
 
 
@@ -50,7 +52,9 @@ class _Source:
 SOURCES: dict[Kind, _Source] = {
     "country": _Source("geoip2fast", "geoip2fast", "geoip2fast-asn-ipv6.dat.gz", "geoip2fast"),
     "asn": _Source(
-        "plevin-db-network", "plevin_db_network", "data/plevin.network.plv",
+        "plevin-db-network",
+        "plevin_db_network",
+        "data/plevin.network.plv",
         "plevin plevin-db-network",
     ),
 }
@@ -70,6 +74,25 @@ def embedded_data_file(kind: Kind) -> tuple[Path, str]:
     if not path.is_file():
         raise MissingDependency(f"{path.name} of {src.dist}", f"pip install {src.install}")
     return path, version
+
+
+def _check_record(kind: Kind, path: Path, sha: str) -> None:
+    """The installed wheel's RECORD names the data file's sha256: refuse a modified file."""
+    src = SOURCES[kind]
+    try:
+        files = importlib.metadata.files(src.dist) or []
+    except importlib.metadata.PackageNotFoundError:
+        return
+    for entry in files:
+        if entry.hash is None or entry.hash.mode != "sha256":
+            continue
+        if Path(str(entry.locate())).resolve() == path.resolve():
+            want = base64.urlsafe_b64decode(entry.hash.value + "==").hex()
+            if want != sha:
+                raise InputError(
+                    path, None, f"sha256 {sha[:16]}… is not the one {src.dist} shipped"
+                )
+            return
 
 
 # ---- country: geoip2fast -------------------------------------------------------------
@@ -148,6 +171,10 @@ _NEEDED = (
     "spine.v4", "spine.v6", "spine.v4.network", "spine.v6.network", "col.network.asn",
     "col.network.handle", "link.network.operator", "col.operator.company", "strings",
 )  # fmt: skip
+_DECODE_ERRORS = (
+    OSError, EOFError, ValueError, KeyError, IndexError, TypeError, OverflowError,
+    struct.error, lzma.LZMAError,
+)  # fmt: skip
 _V4_BASE = 0xFFFF_0000_0000  # IPv4 goes into ::ffff:0:0/96, as rogueflow.addr stores it
 
 
@@ -157,29 +184,33 @@ def _plevin_file(path: Path) -> Any:
     except ImportError:
         raise MissingDependency("the plevin reader", "pip install plevin") from None
     try:
-        return File(path)
-    except (OSError, ValueError, KeyError, TypeError, struct.error, lzma.LZMAError) as exc:
+        plv = File(path)
+    except _DECODE_ERRORS as exc:
         raise InputError(path, "header", f"not a plevin database: {exc}") from None
+    if not all(isinstance(plv.head.get(k), str) for k in ("built", "selection")):
+        raise InputError(path, "header", "no 'built' / 'selection' in the plevin header")
+    missing = [name for name in _NEEDED if name not in plv.sections]
+    if missing:
+        raise InputError(path, "header", f"no section {missing[0]} (not a network database)")
+    return plv
 
 
 def _column(path: Path, plv: Any, name: str) -> npt.NDArray[np.int64]:
     """One whole section as integers: ``count`` values, checked against the header."""
-    section = plv.sections.get(name)
-    if section is None:
-        raise InputError(path, f"section {name}", "missing (is this a plevin network file?)")
+    section = plv.sections[name]
     try:
         if plv.head["sections"][name]["encoding"] == "index":  # addresses: group by group
             groups = -(-section.count // section.per_group)
             values: list[int] = [x for g in range(groups) for x in section.values(g)]
         else:
             values = [x for b in range(section.blocks) for x in section.whole(b)]
-    except (ValueError, IndexError, KeyError, TypeError, struct.error, lzma.LZMAError) as exc:
+        if len(values) != section.count:
+            raise ValueError(f"{len(values)} values, header says {section.count}")
+        if name == "spine.v6":  # 128-bit starts: kept as Python ints in an object array
+            return np.array(values, dtype=object)
+        return np.array(values, dtype=np.int64)
+    except _DECODE_ERRORS as exc:
         raise InputError(path, f"section {name}", f"cannot decode: {exc}") from None
-    if len(values) != section.count:
-        raise InputError(path, f"section {name}", f"{len(values)} values, header says {section.count}")
-    if name == "spine.v6":  # 128-bit starts: keep them as Python ints in an object array
-        return np.array(values, dtype=object)
-    return np.array(values, dtype=np.int64)
 
 
 def _checked_links(path: Path, name: str, links: npt.NDArray[np.int64], rows: int) -> None:
@@ -207,7 +238,7 @@ def _network_values(path: Path, plv: Any) -> list[tuple[int | None, str]]:
             text(int(company[o - 1])) if o and company[o - 1] else "" for o in operator.tolist()
         ]
         names = [n or text(h) for n, h in zip(names, handle.tolist(), strict=True)]
-    except (ValueError, IndexError, KeyError, struct.error, lzma.LZMAError) as exc:
+    except _DECODE_ERRORS as exc:
         raise InputError(path, "section strings", f"cannot decode: {exc}") from None
     return [(int(a) or None, n) for a, n in zip(asn.tolist(), names, strict=True)]
 
@@ -302,6 +333,7 @@ def _cached(path: Path, kind: Kind, cache_dir: Path | None) -> GeoTable:
     key = (sha, kind, str(cache_dir))
     if key in _LOADED:
         return _LOADED[key]
+    _check_record(kind, path, sha)
     cached = _cache_path(cache_dir, kind, sha, version)
     table: GeoTable | None = None
     if cached.is_file():

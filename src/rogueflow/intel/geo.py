@@ -14,14 +14,8 @@ from __future__ import annotations
 
 import bz2
 import csv
-import functools
 import gzip
-import hashlib
-import importlib.metadata
-import importlib.util
 import io
-import os
-import pickle
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +33,6 @@ from rogueflow.intel.ranges import Range, RangeTable
 
 GeoKind = Literal["country", "asn", "anonymous"]
 
-_MASK = 2**64 - 1
 # host-bit masks by number of host bits (0..128), split into high and low 64-bit halves
 _HOST_HI = np.array([(1 << max(h - 64, 0)) - 1 for h in range(129)], dtype=np.uint64)
 _HOST_LO = np.array([(1 << min(h, 64)) - 1 for h in range(129)], dtype=np.uint64)
@@ -637,202 +630,41 @@ def table_from_ranges(kind: GeoKind, ranges: Iterable[Range], source: str) -> Ge
 
 # ---- the embedded default ----------------------------------------------------------------
 #
-# geoip2fast (MIT code; data built from MaxMind GeoLite2 Country + ASN CSVs, CC BY-SA 4.0)
-# ships one file with country and ASN-organisation ranges for IPv4 and IPv6. It is a
-# pickle; we never hand it to pickle.load: _SafeUnpickler refuses every global, so only
-# lists, dicts, strings, numbers and booleans can come out of it (no code can run), and
-# the structure is validated before use. Its ASN part holds organisation names without
-# AS numbers, so embedded ASN values are ``(None, organisation)``.
-
-EMBEDDED_PACKAGE = "geoip2fast"
-EMBEDDED_FILE = "geoip2fast-asn-ipv6.dat.gz"
-_RESERVED_IDS = 16  # geoip2fast country ids below this are private/reserved ranges
-_NO_ASN = {"", "<unknown>", "IANA.ORG"}
-
-
-class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"refusing global {module}.{name}")
-
-
-def embedded_data_file() -> tuple[Path, str]:
-    """The embedded data file and its package version; MissingDependency when absent."""
-    try:
-        version = importlib.metadata.version(EMBEDDED_PACKAGE)
-        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    except (importlib.metadata.PackageNotFoundError, ImportError, ValueError):
-        spec = None
-    if spec is None or spec.origin is None:
-        raise MissingDependency("the embedded country/ASN table", f"pip install {EMBEDDED_PACKAGE}")
-    path = Path(spec.origin).parent / EMBEDDED_FILE
-    if not path.is_file():
-        raise MissingDependency(
-            f"{path.name} of {EMBEDDED_PACKAGE}", f"pip install {EMBEDDED_PACKAGE}"
-        )
-    return path, version
-
-
-def _decode_geoip2fast(path: Path) -> tuple[str, list[Any]]:
-    try:
-        with gzip.open(path, "rb") as fh:
-            header = _SafeUnpickler(fh).load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
-        raise InputError(path, None, f"not a geoip2fast data file: {exc}") from None
-    try:
-        version, info, _total, db = header
-        if version != 120 or not (info["country"] and info["asn"]) or len(db) != 10:
-            raise ValueError(f"version {version}, layout {sorted(info)}")
-        return str(info["info"]), list(db)
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(path, None, f"unexpected geoip2fast layout: {exc}") from None
-
-
-def _geoip2fast_ranges(
-    path: Path, firsts: list[list[int]], lengths: list[list[int]], ids: list[list[int]]
-) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
-    """First address + prefix length per network -> (n, 2) start/end halves and ids."""
-    first = [x for chunk in firsts for x in chunk]
-    nl = np.fromiter((x for chunk in lengths for x in chunk), np.int64)
-    code = np.fromiter((x for chunk in ids for x in chunk), np.int64)
-    if not (len(first) == len(nl) == len(code)) or not all(type(x) is int for x in first[:1]):
-        raise InputError(path, None, "geoip2fast lists of different lengths")
-    hi = np.fromiter(((x >> 64) & _MASK for x in first), np.uint64, len(first))
-    lo = np.fromiter((x & _MASK for x in first), np.uint64, len(first))
-    # IPv4 networks are plain 32-bit integers there; move them into ::ffff:0:0/96
-    is4 = (hi == 0) & (lo < np.uint64(2**32)) & (nl <= 32)
-    lo = np.where(is4, lo | np.uint64(0xFFFF_0000_0000), lo)
-    host = np.where(is4, 32, 128) - nl
-    if (host < 0).any() or (nl < 0).any():
-        raise InputError(path, None, "geoip2fast prefix length out of range")
-    start = np.stack([hi & ~_HOST_HI[host], lo & ~_HOST_LO[host]], axis=1)
-    end = np.stack([start[:, 0] | _HOST_HI[host], start[:, 1] | _HOST_LO[host]], axis=1)
-    return start, end, code
-
-
-def _embedded(path: Path, kind: Literal["country", "asn"]) -> GeoTable:
-    info, db = _decode_geoip2fast(path)
-    _, _, names_cc, names_asn, fip, fip_asn, id_cc, id_asn, nl, nl_asn = db
-    if kind == "country":
-        s, e, ids = _geoip2fast_ranges(path, fip, nl, id_cc)
-        names: list[Any] = [str(x).split(":")[0] for x in names_cc]
-        keep = ids >= _RESERVED_IDS
-        keep &= np.array([_CC.fullmatch(names[i]) is not None for i in ids.tolist()], dtype=bool)
-    else:
-        s, e, ids = _geoip2fast_ranges(path, fip_asn, nl_asn, id_asn)
-        names = [(None, str(x)) for x in names_asn]
-        keep = np.array([names[i][1] not in _NO_ASN for i in ids.tolist()], dtype=bool)
-    if (ids < 0).any() or (ids >= len(names)).any():
-        raise InputError(path, None, "geoip2fast ids point outside its name list")
-    values = [names[i] for i in ids[keep].tolist()]
-    if kind == "country":
-        values = [v.upper() for v in values]
-    src = f"package:{EMBEDDED_PACKAGE} {importlib.metadata.version(EMBEDDED_PACKAGE)}"
-    built = re.search(r"(\d{8})$", info)
-    return _build(
-        kind,
-        path,
-        s[keep],
-        e[keep],
-        values,
-        [f"network {i + 1}" for i in np.flatnonzero(keep).tolist()],
-        meta={"data": info, "built": built.group(1) if built else ""},
-    )._with_source(src)
-
-
-def _cache_path(cache_dir: Path | None, kind: str, sha: str, version: str) -> Path:
-    root = cache_dir if cache_dir is not None else Path.home() / ".cache" / "rogueflow"
-    return root / f"embedded-{EMBEDDED_PACKAGE}-{version}-{sha[:16]}-{kind}.npz"
-
-
-@functools.lru_cache(maxsize=8)
-def _sha256(path: Path, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_LOADED: dict[tuple[str, str, str], GeoTable] = {}
-
-
-def _embedded_cached(
-    path: Path, kind: Literal["country", "asn"], cache_dir: Path | None
-) -> GeoTable:
-    path = Path(path)
-    sha = _sha256(path, path.stat().st_mtime_ns)
-    version = importlib.metadata.version(EMBEDDED_PACKAGE)
-    key = (sha, kind, str(cache_dir))
-    if key in _LOADED:
-        return _LOADED[key]
-    cached = _cache_path(cache_dir, kind, sha, version)
-    table: GeoTable | None = None
-    if cached.is_file():
-        try:
-            table = GeoTable.from_npz(cached)
-        except InputError:
-            table = None  # a torn or stale cache is rebuilt below
-    if table is None:
-        table = _embedded(path, kind)
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp.npz")
-            table.to_npz(tmp)
-            os.replace(tmp, cached)
-        except OSError:
-            pass  # a read-only home: the cache is an optimisation only
-    _LOADED[key] = table
-    return table
+# Built in rogueflow.intel.embedded (country: geoip2fast; ASN: plevin-db-network), which
+# imports this module; these typed forwarders keep the names here for the kinds registry
+# and callers without an import cycle at load time.
 
 
 def load_embedded_country(path: Path) -> GeoTable:
-    """The embedded data file (as named by :func:`embedded_snapshots`) as a country table."""
-    return _embedded_cached(Path(path), "country", None)
+    """The embedded country data file (as named by ``embedded_snapshots()``)."""
+    from rogueflow.intel import embedded
+
+    return embedded.load_embedded_country(path)
 
 
 def load_embedded_asn(path: Path) -> GeoTable:
-    return _embedded_cached(Path(path), "asn", None)
+    """The embedded ASN data file (as named by ``embedded_snapshots()``)."""
+    from rogueflow.intel import embedded
+
+    return embedded.load_embedded_asn(path)
 
 
 def embedded_country(cache_dir: Path | None = None) -> GeoTable:
     """Country ranges from the package-embedded default (offline), cached as .npz."""
-    return _embedded_cached(embedded_data_file()[0], "country", cache_dir)
+    from rogueflow.intel import embedded
+
+    return embedded.embedded_country(cache_dir)
 
 
 def embedded_asn(cache_dir: Path | None = None) -> GeoTable:
-    """ASN-organisation ranges from the package-embedded default (offline)."""
-    return _embedded_cached(embedded_data_file()[0], "asn", cache_dir)
+    """``(asn, name)`` ranges from the package-embedded default (offline), cached as .npz."""
+    from rogueflow.intel import embedded
+
+    return embedded.embedded_asn(cache_dir)
 
 
 def embedded_snapshots(cache_dir: Path | None = None) -> list[dict[str, Any]]:
-    """Snapshot metadata of the embedded defaults (``[]`` when the package is absent)."""
-    try:
-        path, version = embedded_data_file()
-    except MissingDependency:
-        return []
-    sha = _sha256(path, path.stat().st_mtime_ns)
-    out = []
-    for kind, loader in (("geo-country", embedded_country), ("geo-asn", embedded_asn)):
-        table = loader(cache_dir)
-        built = str(table.meta.get("built") or "")
-        retrieved = (
-            _day(built)
-            if re.fullmatch(r"\d{8}", built)
-            else datetime.fromtimestamp(path.stat().st_mtime, UTC)
-        )
-        out.append(
-            {
-                "id": f"{kind}:embedded:{sha[:12]}",
-                "kind": kind,
-                "name": "embedded",
-                "format": "embedded",
-                "valid_from": None,
-                "valid_to": None,
-                "source": f"package:{EMBEDDED_PACKAGE} {version}",
-                "retrieved_at": retrieved,
-                "sha256": sha,
-                "path": path,
-                "rows": table.rows,
-            }
-        )
-    return out
+    """Snapshot metadata of the embedded defaults (``[]`` when no package is installed)."""
+    from rogueflow.intel import embedded
+
+    return embedded.embedded_snapshots(cache_dir)

@@ -15,6 +15,7 @@ leaves behind are swept the next time a store is opened.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
@@ -263,15 +264,21 @@ class IntelStore:
         beats one without; then the latest ``valid_from``; then a workspace snapshot
         beats a built-in; then the latest retrieval.
         """
+        ranked = self.ranked(kind, when, name)
+        return ranked[0] if ranked else None
+
+    def ranked(self, kind: str, when: datetime, name: str | None = None) -> builtins.list[Snapshot]:
+        """Every snapshot of ``kind`` valid at ``when``, best first (the order of :meth:`at`).
+
+        Enrichment falls through this list for addresses a partial table does not cover.
+        """
         get_kind(kind)
         when = as_utc(when)
         candidates = [
             s for s in self.list(kind) if (name is None or s.name == name) and s.contains(when)
         ]
-        if not candidates:
-            return None
         floor = datetime.min.replace(tzinfo=UTC)
-        return max(
+        return sorted(
             candidates,
             key=lambda s: (
                 s.valid_from is not None or s.valid_to is not None,
@@ -280,6 +287,7 @@ class IntelStore:
                 s.retrieved_at,
                 s.id,
             ),
+            reverse=True,
         )
 
     def load(self, snap: Snapshot) -> object:

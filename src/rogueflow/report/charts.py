@@ -139,6 +139,27 @@ def bars_with_intervals(
     return spec(chart_id, title, fig)
 
 
+def stacked_bars(
+    chart_id: str,
+    title: str,
+    categories: Sequence[str],
+    series: dict[str, Sequence[float]],
+    y_title: str,
+    percent: bool = False,
+    colors: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Stacked bars over labelled categories (years); ``colors`` pins a series' colour
+    (the unclassified share is grey, so it never reads as a category)."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        color = (colors or {}).get(name, PALETTE[i % len(PALETTE)])
+        fig.add_trace(go.Bar(x=list(categories), y=list(values), name=name, marker={"color": color}))
+    fig.update_layout(barmode="stack")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(title_text=y_title, tickformat=".0%" if percent else None)
+    return spec(chart_id, title, fig)
+
+
 def heatmap(
     chart_id: str,
     title: str,
@@ -172,6 +193,7 @@ BUILDERS = {
     "daily_series": daily_series,
     "monthly_bars": monthly_bars,
     "bars_with_intervals": bars_with_intervals,
+    "stacked_bars": stacked_bars,
     "heatmap": heatmap,
 }
 
