@@ -20,7 +20,12 @@ from rogueflow.report.html import plotly_js
 from rogueflow.workspace import Workspace
 from tests.test_analyze import Dataset, build_three_years, us, write_flows
 
-IDS = {"volume.growth", "volume.change_points", "pattern.weekday_shift"}
+IDS = {
+    "volume.growth",
+    "volume.change_points",
+    "pattern.weekday_shift",
+    "counterparts.overview",
+}
 
 
 @pytest.fixture(scope="module")

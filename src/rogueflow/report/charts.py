@@ -153,7 +153,9 @@ def stacked_bars(
     fig = go.Figure()
     for i, (name, values) in enumerate(series.items()):
         color = (colors or {}).get(name, PALETTE[i % len(PALETTE)])
-        fig.add_trace(go.Bar(x=list(categories), y=list(values), name=name, marker={"color": color}))
+        fig.add_trace(
+            go.Bar(x=list(categories), y=list(values), name=name, marker={"color": color})
+        )
     fig.update_layout(barmode="stack")
     fig.update_xaxes(type="category")
     fig.update_yaxes(title_text=y_title, tickformat=".0%" if percent else None)
