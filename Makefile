@@ -40,6 +40,7 @@ check: lint typecheck test
 
 bench: install system-deps
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/lookups.py
 
 docs: install
 	$(VENV)/bin/rogueflow schema --markdown > docs/schema.md

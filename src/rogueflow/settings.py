@@ -59,7 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "zstd_level",
         int,
-        6,
+        3,
         "zstd compression level of the Parquet store (1–22).",
         env="ROGUEFLOW_ZSTD_LEVEL",
     ),

@@ -26,7 +26,7 @@ CONFIG_NAME = "config.toml"
 DEFAULT_CONFIG = """\
 # rogueflow workspace configuration. Settings: see docs/settings.md.
 # territory = "kp"
-# zstd_level = 6
+# zstd_level = 3
 """
 
 

@@ -21,7 +21,7 @@ else ``unclassified`` with confidence 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rogueflow.intel.indicators import CONFIDENCE, ServiceCatalog
+from rogueflow.intel.indicators import CATEGORIES, CONFIDENCE, ServiceCatalog, ServiceMatch
 from rogueflow.intel.ranges import RangeTable
 from rogueflow.intel.snapshots import IntelStore, Snapshot
 from rogueflow.workspace import Workspace
@@ -75,22 +75,54 @@ ADDRESS_KINDS = {
 _US = 1_000_000
 
 
+class _Strings:
+    """Interns strings to int32 codes; columns come out as Arrow dictionary casts.
+
+    Every per-row string in enrichment has few distinct values (countries, services,
+    rules), so rows carry codes and strings are built once per distinct value.
+    """
+
+    def __init__(self) -> None:
+        self._index: dict[str, int] = {}
+        self._values: list[str] = []
+        self._array: pa.Array | None = None
+
+    def code(self, value: str) -> int:
+        got = self._index.get(value)
+        if got is None:
+            got = self._index[value] = len(self._values)
+            self._values.append(value)
+            self._array = None
+        return got
+
+    def codes(self, values: Sequence[object]) -> npt.NDArray[np.int32]:
+        """Codes for ``values`` plus a trailing -1, so index -1 maps to null."""
+        out = [-1 if v is None else self.code(str(v)) for v in values]
+        return np.array([*out, -1], dtype=np.int32)
+
+    def column(self, codes: npt.NDArray[np.int32]) -> pa.Array:
+        if self._array is None:
+            self._array = pa.array(self._values, pa.string())
+        indices = pa.array(codes, pa.int32(), mask=codes < 0)
+        return pa.DictionaryArray.from_arrays(indices, self._array).cast(pa.string())
+
+
 @dataclass
 class _Label:
-    """Per-row classification being assembled (best confidence wins)."""
+    """Per-row classification being assembled as string codes (best confidence wins)."""
 
-    service: npt.NDArray[np.object_]
-    category: npt.NDArray[np.object_]
+    service: npt.NDArray[np.int32]
+    category: npt.NDArray[np.int32]
     confidence: npt.NDArray[np.float32]
-    evidence: npt.NDArray[np.object_]
+    evidence: npt.NDArray[np.int32]
 
     @classmethod
-    def empty(cls, n: int) -> _Label:
+    def empty(cls, n: int, unclassified: int) -> _Label:
         return cls(
-            np.full(n, None, dtype=object),
-            np.full(n, UNCLASSIFIED, dtype=object),
+            np.full(n, -1, dtype=np.int32),
+            np.full(n, unclassified, dtype=np.int32),
             np.zeros(n, dtype=np.float32),
-            np.full(n, None, dtype=object),
+            np.full(n, -1, dtype=np.int32),
         )
 
     def offer(
@@ -110,8 +142,7 @@ class _Label:
             (self.category, category),
             (self.evidence, evidence),
         ):
-            v = np.broadcast_to(np.asarray(value, dtype=object), mask.shape)
-            target[take] = v[take]
+            target[take] = np.broadcast_to(np.asarray(value, dtype=np.int32), mask.shape)[take]
         self.confidence[take] = conf[take]
 
 
@@ -123,6 +154,10 @@ class Enricher:
         self.catalog = ServiceCatalog.builtin()
         self._kinds_present = {s.kind for s in self.store.list()}
         self._value_cache: dict[tuple[str, int], npt.NDArray[Any]] = {}
+        self.strings = _Strings()
+        self._unclassified = self.strings.code(UNCLASSIFIED)
+        self._service_codes = self.strings.codes([x.name for x in self.catalog.services])
+        self._category_codes = self.strings.codes(list(CATEGORIES))
 
     # --- snapshot selection ---------------------------------------------------------
 
@@ -196,37 +231,44 @@ class Enricher:
     def apply(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         ts_us = pc.cast(table.column("ts_start"), pa.int64()).to_numpy()
-        used_ids: npt.NDArray[np.object_] = np.full(n, "", dtype=object)
+        # which snapshots each row used, as a bit set over the snapshots of this batch
+        used_bits = np.zeros(n, dtype=np.uint64)
+        bit_of: dict[str, int] = {}
 
         def mark(rows: npt.NDArray[np.bool_], snap: Snapshot) -> None:
-            used_ids[rows] = used_ids[rows] + (snap.id + ";")
+            bit = bit_of.setdefault(snap.id, len(bit_of))
+            if bit < 64:
+                used_bits[rows] |= np.uint64(1) << np.uint64(bit)
 
         cols: dict[str, pa.Array] = {}
+        strings = self.strings
         country_segments = self._segments("geo-country", ts_us)
         asn_segments = self._segments("geo-asn", ts_us)
         for end in ("src", "dst"):
             column = table.column(f"{end}_addr")
-            country = np.full(n, None, dtype=object)
+            country = np.full(n, -1, dtype=np.int32)
             asn = np.full(n, -1, dtype=np.int64)
-            org = np.full(n, None, dtype=object)
-            answers = self._layered(country_segments, column, n, mark)
-            for rows, snap, idx in answers:
+            org = np.full(n, -1, dtype=np.int32)
+            for rows, snap, idx in self._layered(country_segments, column, n, mark):
                 country[rows] = self._values(snap, 0)[idx]
-            answers = self._layered(asn_segments, column, n, mark)
-            for rows, snap, idx in answers:
+            for rows, snap, idx in self._layered(asn_segments, column, n, mark):
                 asn[rows] = self._values(snap, 1)[idx]
                 org[rows] = self._values(snap, 2)[idx]
-            cols[f"{end}_country"] = pa.array(country, pa.string())
+            cols[f"{end}_country"] = strings.column(country)
             cols[f"{end}_asn"] = pa.array(np.clip(asn, 0, None), pa.uint32(), mask=asn < 0)
-            cols[f"{end}_as_org"] = pa.array(org, pa.string())
+            cols[f"{end}_as_org"] = strings.column(org)
 
         label = self._classify(table, ts_us, mark)
-        cols["service"] = pa.array(label.service, pa.string())
-        cols["category"] = pa.array(label.category, pa.string())
+        cols["service"] = strings.column(label.service)
+        cols["category"] = strings.column(label.category)
         cols["confidence"] = pa.array(label.confidence, pa.float32())
-        cols["evidence"] = pa.array(label.evidence, pa.string())
-        intel = pc.utf8_rtrim(pa.array(used_ids, pa.string()), ";")
-        cols["intel"] = pc.if_else(pc.equal(intel, ""), pa.scalar(None, pa.string()), intel)
+        cols["evidence"] = strings.column(label.evidence)
+        ids = sorted(bit_of, key=bit_of.__getitem__)
+        masks, inverse = np.unique(used_bits, return_inverse=True)
+        texts = [
+            ";".join(i for i in ids if int(m) >> bit_of[i] & 1) or None for m in masks.tolist()
+        ]
+        cols["intel"] = pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
         for name, col in cols.items():
             idx = table.schema.get_field_index(name)
             table = table.set_column(idx, name, col) if idx >= 0 else table.append_column(name, col)
@@ -242,9 +284,10 @@ class Enricher:
         return rt.lookup(sel)
 
     def _values(self, snap: Snapshot, part: int) -> npt.NDArray[Any]:
-        """A snapshot's values as arrays indexable by lookup results (-1 -> last, empty).
+        """A snapshot's values indexable by lookup results (index -1 -> unknown).
 
-        part 0: the value itself (country); 1: AS number (-1 unknown); 2: organisation.
+        part 0: string code of the value (country); 1: AS number (-1 unknown);
+        2: string code of the organisation.
         """
         key = (snap.id, part)
         if key not in self._value_cache:
@@ -254,9 +297,9 @@ class Enricher:
                 nums = [_asn_number(v) for v in values]
                 arr: npt.NDArray[Any] = np.array([*nums, -1], dtype=np.int64)
             elif part == 2:
-                arr = np.array([*(_asn_name(v) for v in values), None], dtype=object)
+                arr = self.strings.codes([_asn_name(v) for v in values])
             else:
-                arr = np.array([*values, None], dtype=object)
+                arr = self.strings.codes(values)
             self._value_cache[key] = arr
         return self._value_cache[key]
 
@@ -267,82 +310,100 @@ class Enricher:
         mark: Callable[[npt.NDArray[np.bool_], Snapshot], None],
     ) -> _Label:
         n = table.num_rows
-        label = _Label.empty(n)
-        services = np.array([s.name for s in self.catalog.services] + [None], dtype=object)
+        strings = self.strings
+        label = _Label.empty(n, self._unclassified)
         # 1. names seen in the flow
         for column in ("server_name", "dns_query"):
             names = table.column(column)
             if names.null_count == n:
                 continue
-            m = self.catalog.by_name(names)
-            hit = m.service >= 0
-            label.offer(
-                hit, services[m.service], _dict_values(m.category), m.confidence,
-                _dict_values(m.evidence),
-            )  # fmt: skip
+            self._offer_match(label, self.catalog.by_name(names))
             for kind, category in DOMAIN_KINDS.items():
+                cat = strings.code(category)
                 for rows, snap in self._each(kind, ts_us):
                     lst = self.store.load(snap)
                     table_fn = getattr(lst, "table", None)
-                    if table_fn is None or not callable(table_fn):
-                        continue
-                    dt = table_fn()
-                    if not hasattr(dt, "match_detail"):
+                    dt = table_fn() if callable(table_fn) else None
+                    if dt is None or not hasattr(dt, "match_detail"):
                         continue
                     entry, exact = dt.match_detail(names)
                     hit = rows & (entry >= 0)
                     if not hit.any():
                         continue
                     mark(hit, snap)
-                    entries = np.array([*list(dt.entries), None], dtype=object)
+                    svc, ev = self._entry_codes(
+                        entry, hit, list(dt.entries), f"{kind} list {snap.name}: "
+                    )
                     conf = np.where(exact, CONFIDENCE["domain-exact"], CONFIDENCE["domain-suffix"])
-                    label.offer(
-                        hit, entries[entry], category, conf,
-                        np.char.add(f"{kind} list {snap.name}: ", entries[entry].astype(str)),
-                    )  # fmt: skip
+                    label.offer(hit, svc, cat, conf, ev)
         # 2. the source's application label
         app = table.column("app_label")
         if app.null_count < n:
             enc = pc.dictionary_encode(app.combine_chunks())
             words = enc.dictionary.to_pylist()
             mapped = [_app_label(w) for w in words]
-            codes = enc.indices.to_numpy(zero_copy_only=False)
-            codes = np.where(np.isnan(codes.astype(float)), -1, codes).astype(np.int64)
-            svc = np.array([m[0] if m else None for m in mapped] + [None], dtype=object)
-            cat = np.array([m[1] if m else None for m in mapped] + [None], dtype=object)
-            ev = np.array([f"label {w}" for w in words] + [None], dtype=object)
-            hit = cat[codes] != None  # noqa: E711 - elementwise on an object array
-            label.offer(hit, svc[codes], cat[codes], APP_LABEL_CONFIDENCE, ev[codes])
+            codes = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            app_svc = strings.codes([m[0] if m else None for m in mapped])
+            app_cat = strings.codes([m[1] if m else None for m in mapped])
+            app_ev = strings.codes([f"label {w}" for w in words])
+            label.offer(
+                app_cat[codes] >= 0, app_svc[codes], app_cat[codes], APP_LABEL_CONFIDENCE,
+                app_ev[codes],
+            )  # fmt: skip
         # 3. address indicators on either end
         for kind, category in ADDRESS_KINDS.items():
+            cat = strings.code(category)
+            svc_code = strings.code(kind.split("-")[0])
             for rows, snap in self._each(kind, ts_us):
-                obj = self.store.load(snap)
-                rt = _range_table(obj)
+                rt = _range_table(self.store.load(snap))
                 if rt is None:
                     continue
-                values = np.array([*list(rt.values), None], dtype=object)
                 for column in ("dst_addr", "src_addr"):
                     idx = rt.lookup(table.column(column))
                     hit = rows & (idx >= 0)
                     if not hit.any():
                         continue
                     mark(hit, snap)
-                    label.offer(
-                        hit, kind.split("-")[0], category, CONFIDENCE["address-list"],
-                        np.char.add(f"{kind} {snap.name}: ", values[idx].astype(str)),
-                    )  # fmt: skip
+                    _, ev = self._entry_codes(idx, hit, list(rt.values), f"{kind} {snap.name}: ")
+                    label.offer(hit, svc_code, cat, CONFIDENCE["address-list"], ev)
         # 4. port rules on the server side (the lower port; destination first)
         proto = table.column("proto")
         sport = table.column("src_port").to_numpy(zero_copy_only=False).astype(np.int64)
         dport = table.column("dst_port").to_numpy(zero_copy_only=False).astype(np.int64)
         server = np.where((sport < dport) & (sport > 0), sport, dport)
-        m = self.catalog.by_port(proto, server)
-        hit = m.service >= 0
-        label.offer(
-            hit, services[m.service], _dict_values(m.category), m.confidence,
-            _dict_values(m.evidence),
-        )  # fmt: skip
+        self._offer_match(label, self.catalog.by_port(proto, server))
         return label
+
+    def _offer_match(self, label: _Label, m: ServiceMatch) -> None:
+        """Offer a ServiceCatalog result (service index, category/evidence dictionaries)."""
+        hit = m.service >= 0
+        if not hit.any():
+            return
+        svc = self._service_codes[m.service]
+        cat_idx = m.category.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        cat = self.strings.codes(m.category.dictionary.to_pylist())[cat_idx]
+        ev_idx = m.evidence.indices.fill_null(-1).to_numpy(zero_copy_only=False)
+        used = np.unique(ev_idx[hit])
+        ev_words = m.evidence.dictionary.take(pa.array(used)).to_pylist()
+        ev_map = np.full(len(m.evidence.dictionary) + 1, -1, dtype=np.int32)
+        ev_map[used] = self.strings.codes(ev_words)[:-1]
+        label.offer(hit, svc, cat, m.confidence, ev_map[ev_idx])
+
+    def _entry_codes(
+        self,
+        entry: npt.NDArray[np.int32],
+        hit: npt.NDArray[np.bool_],
+        entries: Sequence[object],
+        prefix: str,
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+        """String codes for the matched entries (as service) and their evidence text."""
+        used = np.unique(entry[hit])
+        svc_map = np.full(len(entries) + 1, -1, dtype=np.int32)
+        ev_map = np.full(len(entries) + 1, -1, dtype=np.int32)
+        for e in used.tolist():
+            svc_map[e] = self.strings.code(str(entries[e]))
+            ev_map[e] = self.strings.code(prefix + str(entries[e]))
+        return svc_map[entry], ev_map[entry]
 
 
 def _app_label(word: str | None) -> tuple[str, str] | None:
@@ -351,11 +412,6 @@ def _app_label(word: str | None) -> tuple[str, str] | None:
     low = word.lower()
     last = low.rsplit(".", 1)[-1]
     return APP_LABELS.get(last) or APP_LABELS.get(low)
-
-
-def _dict_values(arr: pa.DictionaryArray) -> npt.NDArray[np.object_]:
-    return np.asarray(arr.to_pylist() if arr.null_count else arr.cast(pa.string()).to_pylist(),
-                      dtype=object)  # fmt: skip
 
 
 def _range_table(obj: object) -> RangeTable | None:
