@@ -73,6 +73,7 @@ ADDRESS_KINDS = {
 }
 
 _US = 1_000_000
+_TODO = -2  # a snapshot value not converted yet (see Enricher._values)
 
 
 class _Strings:
@@ -105,6 +106,25 @@ class _Strings:
             self._array = pa.array(self._values, pa.string())
         indices = pa.array(codes, pa.int32(), mask=codes < 0)
         return pa.DictionaryArray.from_arrays(indices, self._array).cast(pa.string())
+
+
+class _Addrs:
+    """An address column looked up once per distinct address (flows repeat addresses)."""
+
+    def __init__(self, column: pa.ChunkedArray) -> None:
+        enc = pc.dictionary_encode(column.combine_chunks())
+        # a trailing null stands for the null rows: looked up exactly as they would be
+        self.distinct = pa.concat_arrays([enc.dictionary, pa.nulls(1, enc.dictionary.type)])
+        nulls_at = len(enc.dictionary)
+        self.codes = enc.indices.fill_null(nulls_at).to_numpy(zero_copy_only=False)
+        self._hits: dict[int, tuple[RangeTable, npt.NDArray[np.int32]]] = {}
+
+    def lookup(self, rt: RangeTable) -> npt.NDArray[np.int32]:
+        """``rt.lookup`` of every row of the column."""
+        got = self._hits.get(id(rt))
+        if got is None or got[0] is not rt:
+            got = self._hits[id(rt)] = (rt, rt.lookup(self.distinct)[self.codes])
+        return got[1]
 
 
 @dataclass
@@ -200,7 +220,7 @@ class Enricher:
     def _layered(
         self,
         segments: list[tuple[npt.NDArray[np.bool_], list[Snapshot]]],
-        column: pa.ChunkedArray,
+        column: _Addrs,
         n: int,
         mark: Callable[[npt.NDArray[np.bool_], Snapshot], None] | None,
     ) -> list[tuple[npt.NDArray[np.bool_], Snapshot, npt.NDArray[np.int32]]]:
@@ -244,21 +264,22 @@ class Enricher:
         strings = self.strings
         country_segments = self._segments("geo-country", ts_us)
         asn_segments = self._segments("geo-asn", ts_us)
+        addrs = {end: _Addrs(table.column(f"{end}_addr")) for end in ("src", "dst")}
         for end in ("src", "dst"):
-            column = table.column(f"{end}_addr")
+            column = addrs[end]
             country = np.full(n, -1, dtype=np.int32)
             asn = np.full(n, -1, dtype=np.int64)
             org = np.full(n, -1, dtype=np.int32)
             for rows, snap, idx in self._layered(country_segments, column, n, mark):
-                country[rows] = self._values(snap, 0)[idx]
+                country[rows] = self._values(snap, 0, idx)
             for rows, snap, idx in self._layered(asn_segments, column, n, mark):
-                asn[rows] = self._values(snap, 1)[idx]
-                org[rows] = self._values(snap, 2)[idx]
+                asn[rows] = self._values(snap, 1, idx)
+                org[rows] = self._values(snap, 2, idx)
             cols[f"{end}_country"] = strings.column(country)
             cols[f"{end}_asn"] = pa.array(np.clip(asn, 0, None), pa.uint32(), mask=asn < 0)
             cols[f"{end}_as_org"] = strings.column(org)
 
-        label = self._classify(table, ts_us, mark)
+        label = self._classify(table, ts_us, mark, addrs)
         cols["service"] = strings.column(label.service)
         cols["category"] = strings.column(label.category)
         cols["confidence"] = pa.array(label.confidence, pa.float32())
@@ -275,39 +296,50 @@ class Enricher:
         return table
 
     def _lookup(
-        self, snap: Snapshot, column: pa.ChunkedArray, rows: npt.NDArray[np.bool_]
+        self, snap: Snapshot, column: _Addrs, rows: npt.NDArray[np.bool_]
     ) -> npt.NDArray[np.int32]:
         rt = _range_table(self.store.load(snap))
         if rt is None:
             return np.full(int(rows.sum()), -1, dtype=np.int32)
-        sel = column if rows.all() else column.filter(pa.array(rows))
-        return rt.lookup(sel)
+        found = column.lookup(rt)
+        return found if rows.all() else found[rows]
 
-    def _values(self, snap: Snapshot, part: int) -> npt.NDArray[Any]:
-        """A snapshot's values indexable by lookup results (index -1 -> unknown).
+    def _values(self, snap: Snapshot, part: int, idx: npt.NDArray[np.int32]) -> npt.NDArray[Any]:
+        """The values at lookup results ``idx`` (all >= 0) of a snapshot.
 
         part 0: string code of the value (country); 1: AS number (-1 unknown);
-        2: string code of the organisation.
+        2: string code of the organisation. Values are converted the first time a
+        lookup hits them: a flow file touches few of a table's 100k+ entries.
         """
         key = (snap.id, part)
-        if key not in self._value_cache:
+        arr = self._value_cache.get(key)
+        if arr is None:
             rt = _range_table(self.store.load(snap))
-            values = list(rt.values) if rt is not None else []
-            if part == 1:
-                nums = [_asn_number(v) for v in values]
-                arr: npt.NDArray[Any] = np.array([*nums, -1], dtype=np.int64)
-            elif part == 2:
-                arr = self.strings.codes([_asn_name(v) for v in values])
-            else:
-                arr = self.strings.codes(values)
+            size = len(rt.values) if rt is not None else 0
+            arr = np.full(size, _TODO, dtype=np.int64 if part == 1 else np.int32)
             self._value_cache[key] = arr
-        return self._value_cache[key]
+        got = arr[idx]
+        todo = got == _TODO
+        if todo.any():
+            rt = _range_table(self.store.load(snap))
+            assert rt is not None  # a table without values has no hits
+            new = np.unique(idx[todo])
+            values = [rt.values[i] for i in new.tolist()]
+            if part == 1:
+                arr[new] = [_asn_number(v) for v in values]
+            elif part == 2:
+                arr[new] = self.strings.codes([_asn_name(v) for v in values])[:-1]
+            else:
+                arr[new] = self.strings.codes(values)[:-1]
+            got = arr[idx]
+        return got
 
     def _classify(
         self,
         table: pa.Table,
         ts_us: npt.NDArray[np.int64],
         mark: Callable[[npt.NDArray[np.bool_], Snapshot], None],
+        addrs: dict[str, _Addrs],
     ) -> _Label:
         n = table.num_rows
         strings = self.strings
@@ -358,8 +390,8 @@ class Enricher:
                 rt = _range_table(self.store.load(snap))
                 if rt is None:
                     continue
-                for column in ("dst_addr", "src_addr"):
-                    idx = rt.lookup(table.column(column))
+                for end in ("dst", "src"):
+                    idx = addrs[end].lookup(rt)
                     hit = rows & (idx >= 0)
                     if not hit.any():
                         continue

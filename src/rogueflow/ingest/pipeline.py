@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,17 @@ from rogueflow.errors import InputError, UnknownFormat
 from rogueflow.ingest.base import Reader, ReadOptions, read_head
 from rogueflow.schema import conform
 from rogueflow.store.flowstore import HASH_CHUNK, FlowStore, IngestResult
+
+#: batches each pipeline stage may hold ready ahead of the next (bounds memory)
+PREFETCH = 2
+_DONE = object()
+
+
+class _Failed:
+    """A stage's exception, carried to the consuming thread to be raised there."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
 
 
 def readers() -> list[Reader]:
@@ -119,16 +133,80 @@ def ingest_file(
     source_id = p.sha256[:16]
     enrich = enricher or Enricher(store.ws)
 
-    def batches() -> Iterator[pa.Table]:
+    def conformed() -> Iterator[pa.Table]:
         for batch in p.reader.read(p.path, opts):
             if batch.num_rows:
-                yield enrich.apply(conform(batch, source_format=p.reader.name, source_id=source_id))
+                yield conform(batch, source_format=p.reader.name, source_id=source_id)
 
-    return store.write_source(
-        path=p.path,
-        sha256=p.sha256,
-        fmt=p.reader.name,
-        batches=batches(),
-        force=force,
-        on_rows=on_rows,
-    )
+    def enriched() -> Generator[pa.Table, None, None]:
+        # enrichment stays in this thread: the intel store's SQLite handle is bound to it
+        with contextlib.closing(prefetched(conformed)) as stream:
+            for batch in stream:
+                yield enrich.apply(batch)
+
+    # reading+conforming, enriching and writing run in different threads at once (Arrow,
+    # numpy and the Parquet writer release the GIL for their heavy work); the stream is
+    # closed explicitly so that on a store error the reading thread stops at once
+    with contextlib.closing(enriched()) as stream:
+        return store.write_source(
+            path=p.path,
+            sha256=p.sha256,
+            fmt=p.reader.name,
+            batches=stream,
+            force=force,
+            on_rows=on_rows,
+        )
+
+
+def prefetched(
+    make: Callable[[], Iterator[pa.Table]], depth: int = PREFETCH
+) -> Generator[pa.Table, None, None]:
+    """The items of ``make()``, produced in a worker thread up to ``depth`` ahead.
+
+    Nothing starts before the first item is asked for. An exception in the worker is
+    raised here, at the point of the stream where it happened; when the consumer stops
+    early (its own error, or it closes this generator) the worker is stopped and
+    joined before this generator returns, so no stage outlives the ingest.
+    """
+    q: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        it = make()
+        try:
+            for item in it:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as exc:  # carried to the consumer, raised there
+            put(_Failed(exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=work, name="rogueflow-ingest-stage", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failed):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                q.get(timeout=0.05)  # unblock a worker waiting to put
+        worker.join()

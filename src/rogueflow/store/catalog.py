@@ -180,11 +180,7 @@ class Catalog:
         """
         files = list(files)
         with self.transaction() as db:
-            old = db.execute(
-                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ?",
-                (source_id,),
-            ).fetchall()
-            db.execute("DELETE FROM files WHERE source_id = ?", (source_id,))
+            old = _take_files(db, source_id)
             db.executemany(
                 "INSERT INTO files (path, source_id, day, rows, bytes) VALUES (?,?,?,?,?)",
                 [(f.path, f.source_id, f.day, f.rows, f.bytes) for f in files],
@@ -193,17 +189,13 @@ class Catalog:
                 "UPDATE sources SET schema_version = ? WHERE source_id = ?",
                 (schema_version, source_id),
             )
-        return [StoredFile(*r) for r in old]
+        return old
 
     def remove_source(self, source_id: str) -> list[StoredFile]:
         with self.transaction() as db:
-            old = db.execute(
-                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ?",
-                (source_id,),
-            ).fetchall()
-            db.execute("DELETE FROM files WHERE source_id = ?", (source_id,))
+            old = _take_files(db, source_id)
             db.execute("DELETE FROM sources WHERE source_id = ?", (source_id,))
-        return [StoredFile(*r) for r in old]
+        return old
 
     def version_token(self) -> str:
         """Changes whenever the committed contents change (for caches)."""
@@ -216,6 +208,15 @@ class Catalog:
 _SOURCE_COLS = (
     "source_id, sha256, path, format, size, rows, first_ts, last_ts, ingested_at, schema_version"
 )
+
+
+def _take_files(db: sqlite3.Connection, source_id: str) -> list[StoredFile]:
+    """Delete a source's file rows inside the caller's transaction; return what they were."""
+    rows = db.execute(
+        "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ?", (source_id,)
+    ).fetchall()
+    db.execute("DELETE FROM files WHERE source_id = ?", (source_id,))
+    return [StoredFile(*r) for r in rows]
 
 
 def now_iso() -> str:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
+import threading
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -250,10 +252,15 @@ class _DayPartitionWriter:
     overlap them with the reader's parsing. A day is written as soon as the input has
     moved past it (exports are sorted-ish by time), else when the buffer is full or at
     close; at most ``_IN_FLIGHT`` tables wait for a worker (bounded memory).
+
+    Splitting batches by day (a sort and copy when the input is not in time order) runs
+    in a thread of its own too, so the caller's next batch is produced meanwhile; at most
+    ``_INBOX`` batches wait for it, and its errors are raised by the next ``add``/``close``.
     """
 
     _WORKERS = 2
     _IN_FLIGHT = 3
+    _INBOX = 2
 
     def __init__(
         self, root: Path, *, prefix: str, buffer_rows: int, row_group_rows: int, zstd_level: int
@@ -273,10 +280,36 @@ class _DayPartitionWriter:
         workers = max(1, min(self._WORKERS, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rogueflow-write")
         self._pending: deque[Future[None]] = deque()
+        self._inbox: queue.Queue[pa.Table | None] = queue.Queue(maxsize=self._INBOX)
+        self._error: BaseException | None = None
+        self._splitter: threading.Thread | None = threading.Thread(
+            target=self._split_loop, name="rogueflow-split", daemon=True
+        )
+        self._splitter.start()
 
     def add(self, table: pa.Table) -> None:
-        if table.num_rows == 0:
-            return
+        """Queue one batch; raises an error of an earlier batch."""
+        if self._error is not None:
+            raise self._error
+        if table.num_rows:
+            self._inbox.put(table)
+
+    def _split_loop(self) -> None:
+        while (table := self._inbox.get()) is not None:
+            if self._error is not None:
+                continue  # keep draining so that add() never blocks on a dead thread
+            try:
+                self._add(table)
+            except BaseException as exc:  # raised in the caller's thread
+                self._error = exc
+
+    def _stop_splitter(self) -> None:
+        if self._splitter is not None:
+            self._inbox.put(None)
+            self._splitter.join()
+            self._splitter = None
+
+    def _add(self, table: pa.Table) -> None:
         if table.schema != FLOW_SCHEMA:
             table = table.cast(FLOW_SCHEMA)
         us = _int64_values(table.column("ts_start"))
@@ -332,6 +365,9 @@ class _DayPartitionWriter:
     def close(self) -> list[tuple[str, str, int]]:
         """Flush every buffer and wait for the writes; re-raises a write error."""
         try:
+            self._stop_splitter()
+            if self._error is not None:
+                raise self._error
             for day in sorted(self.buffers):
                 self._flush(day)
             while self._pending:
@@ -342,6 +378,7 @@ class _DayPartitionWriter:
 
     def abort(self) -> None:
         """Stop the writer threads (pending writes finish; their files are discarded)."""
+        self._stop_splitter()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def time_range(self) -> tuple[str | None, str | None]:
