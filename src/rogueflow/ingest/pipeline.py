@@ -16,7 +16,7 @@ from rogueflow.enrich.intel import Enricher
 from rogueflow.errors import InputError, UnknownFormat
 from rogueflow.ingest.base import Reader, ReadOptions, read_head
 from rogueflow.schema import conform
-from rogueflow.store.flowstore import HASH_CHUNK, FlowStore, IngestResult
+from rogueflow.store.flowstore import FlowStore, IngestResult, hash_file
 
 #: batches each pipeline stage may hold ready ahead of the next (bounds memory)
 PREFETCH = 2
@@ -83,9 +83,7 @@ def source_hash(paths: list[Path]) -> str:
     for i, p in enumerate(paths):
         if i:
             h.update(b"\x00companion:" + p.name.encode() + b"\x00")
-        with open(p, "rb") as fh:
-            while chunk := fh.read(HASH_CHUNK):
-                h.update(chunk)
+        hash_file(h, p)
     return h.hexdigest()
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -40,11 +41,16 @@ from rogueflow.workspace import Workspace
 HASH_CHUNK = 1 << 20
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def hash_file(h: Any, path: Path) -> None:
+    """Feed a file's bytes to a hashlib object, in chunks (bounded memory)."""
     with open(path, "rb") as fh:
         while chunk := fh.read(HASH_CHUNK):
             h.update(chunk)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    hash_file(h, path)
     return h.hexdigest()
 
 
