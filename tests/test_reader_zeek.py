@@ -82,6 +82,9 @@ def as_json(fields: Sequence[tuple[str, str]], row: list[str], iso: bool) -> dic
             out[name] = int(value)
         elif typ == "interval":
             out[name] = float(value)
+        elif typ.startswith(("set[", "vector[")):
+            items = value.split(",") if value != "(empty)" else []
+            out[name] = [float(v) for v in items] if "interval" in typ else items
         elif value == "(empty)":
             out[name] = ""
         else:
@@ -282,6 +285,122 @@ def test_concatenated_logs_keep_line_numbers(tmp_path: Path) -> None:
     assert "id.orig_p" in err.value.problem and "'http'" in err.value.problem
 
 
+# --- passive DNS: names from dns.log answers ---------------------------------------------
+
+T0 = 1500000000  # 2017-07-14 02:40:00 UTC
+PDNS_FIELDS = [*DNS_FIELDS, ("answers", "vector[string]"), ("TTLs", "vector[interval]")]
+
+
+def _dns(uid: str, ts: float, client: str, query: str, answers: str, ttls: str) -> list[str]:
+    return [f"{ts:.6f}", uid, client, "5353", "10.0.0.53", "53", "udp", query, answers, ttls]
+
+
+PDNS_ROWS = [
+    # a CNAME chain: the CNAME target is no address; both addresses get the query name
+    _dns("D1", T0, "10.0.0.5", "pool.minexmr.com", "pool.minexmr.com.cdn.example,94.130.12.30,"
+         "2a01:4f8::1", "60.000000,300.000000,300.000000"),
+    _dns("D2", T0 - 7200, "10.0.0.5", "old.example", "198.51.100.7", "60.000000"),
+    _dns("D3", T0 - 100000, "10.0.0.5", "stale.example", "203.0.113.9", "-"),  # no TTL: a day
+    _dns("D4", T0, "10.0.0.5", "kcna.kp", "175.45.176.71", "3600.000000"),
+    _dns("D5", T0 - 30, "10.0.0.5", "first.example", "192.0.2.50", "600.000000"),
+    _dns("D6", T0 - 5, "10.0.0.5", "second.example", "192.0.2.50", "600.000000"),
+    _dns("D7", T0 + 100, "10.0.0.5", "later.example", "192.0.2.60", "600.000000"),
+    _dns("D8", T0 - 90000, "10.0.0.5", "long.example", "198.51.100.99", "172800.000000"),
+    _dns("D9", T0, "10.0.0.5", "-", "192.0.2.70", "60.000000"),  # no query: no name
+    _dns("DA", T0, "10.0.0.5", "txt.example", "TXT 11 v=spf1 -all", "60.000000"),
+]  # fmt: skip
+
+
+def _conn(uid: str, ts: float, client: str, server: str, port: str) -> list[str]:
+    return [f"{ts:.6f}", uid, client, "50000", server, port, "tcp", "-", "1.0", "10", "20",
+            "SF", "ShADadFf", "3", "130", "3", "140"]  # fmt: skip
+
+
+# (conn row, expected dns_query)
+PDNS_CASES = [
+    (_conn("K1", T0 + 10, "10.0.0.5", "94.130.12.30", "3333"), "pool.minexmr.com"),
+    (_conn("K2", T0 + 10, "10.0.0.5", "2a01:4f8::1", "443"), "pool.minexmr.com"),
+    (_conn("K3", T0 + 10, "10.0.0.6", "94.130.12.30", "3333"), None),  # another client
+    (_conn("K4", T0 - 1, "10.0.0.5", "94.130.12.30", "3333"), None),  # before the answer
+    (_conn("K5", T0 - 7200 + 30, "10.0.0.5", "198.51.100.7", "80"), "old.example"),
+    (_conn("K6", T0 + 10, "10.0.0.5", "198.51.100.7", "80"), None),  # past its 60 s TTL
+    (_conn("K7", T0 - 100000 + 3600, "10.0.0.5", "203.0.113.9", "80"), "stale.example"),
+    (_conn("K8", T0 + 10, "10.0.0.5", "203.0.113.9", "80"), None),  # over a day old
+    (_conn("K9", T0 + 10, "10.0.0.5", "198.51.100.99", "80"), None),  # TTL capped at a day
+    (_conn("KA", T0 - 10, "10.0.0.5", "192.0.2.50", "80"), "first.example"),
+    (_conn("KB", T0, "10.0.0.5", "192.0.2.50", "80"), "second.example"),  # the latest
+    (_conn("KC", T0 + 10, "10.0.0.5", "192.0.2.60", "80"), None),  # answered afterwards
+    (_conn("KD", T0 + 10, "10.0.0.5", "192.0.2.70", "80"), None),
+    (_conn("KE", T0 + 10, "10.0.0.5", "175.45.176.71", "443"), None),  # has SNI
+    (_conn("D1", T0, "10.0.0.5", "10.0.0.53", "53"), "pool.minexmr.com"),  # the DNS flow
+    (_conn("D9", T0, "10.0.0.5", "10.0.0.53", "53"), None),
+]  # fmt: skip
+
+
+def write_pdns_set(tmp: Path, style: str, naming: str = "{}.log") -> Path:
+    logs = [("conn", CONN_FIELDS, [row for row, _ in PDNS_CASES]), ("dns", PDNS_FIELDS, PDNS_ROWS),
+            ("ssl", SSL_FIELDS, [[f"{T0 + 10.1:.6f}", "KE", "www.kcna.kp"]])]  # fmt: skip
+    for log, fields, rows in logs:
+        path = tmp / naming.format(log)
+        if style == "tsv":
+            write_tsv(path, log, fields, rows, compress=naming.endswith(".gz"))
+        else:
+            write_json(path, [as_json(fields, r, iso=style == "json-iso") for r in rows])
+    return tmp / naming.format("conn")
+
+
+@pytest.mark.parametrize("style", ["tsv", "json", "json-iso"])
+def test_passive_dns_names_unnamed_flows(tmp_path: Path, style: str) -> None:
+    conn = write_pdns_set(tmp_path, style)
+    rows = read_all(conn, batch_rows=3).to_pylist()
+    assert [r["dns_query"] for r in rows] == [name for _, name in PDNS_CASES]
+    by_dst = {(r["dst_port"], r["ts_start"].timestamp()): r for r in rows}
+    sni = by_dst[(443, T0 + 10)]
+    assert (sni["server_name"], sni["dns_query"]) == ("www.kcna.kp", None)
+    assert sum(r["server_name"] is not None for r in rows) == 1
+
+
+def test_passive_dns_needs_answers_from_the_same_rotation(tmp_path: Path) -> None:
+    conn = write_pdns_set(tmp_path, "tsv", naming="{}.00:00:00-01:00:00.log.gz")
+    first = read_all(conn).to_pylist()[0]
+    assert first["dns_query"] == "pool.minexmr.com"
+    (tmp_path / "dns.00:00:00-01:00:00.log.gz").unlink()
+    assert read_all(conn)["dns_query"].null_count == len(PDNS_CASES)
+
+
+def test_passive_dns_honours_the_set_separator(tmp_path: Path) -> None:
+    conn = write_pdns_set(tmp_path, "tsv")
+    dns = tmp_path / "dns.log"
+    text = dns.read_text().replace("#set_separator\t,", "#set_separator\t\\x7c")
+    text = text.replace("example,94.130.12.30,2a01:4f8::1", "example|94.130.12.30|2a01:4f8::1")
+    dns.write_text(text.replace("0,300.000000,300.0", "0|300.000000|300.0"))
+    assert "#set_separator\t\\x7c" in dns.read_text()
+    assert [r["dns_query"] for r in read_all(conn).to_pylist()][:2] == ["pool.minexmr.com"] * 2
+
+
+@pytest.mark.parametrize(
+    ("style", "old", "new", "where", "words"),
+    [
+        ("tsv", "\t60.000000\n", "\tsixty\n", "line 10", ["TTLs", "'sixty'"]),
+        ("tsv", "\t10.0.0.5\t5353\t", "\t10.0.0.500\t5353\t", "line 9", ["id.orig_h"]),
+        ("json", '"answers": ["198.51.100.7"]', '"answers": "198.51.100.7"', "line 2",
+         ["answers"]),
+    ],
+    ids=["ttl", "client", "json-answers"],
+)  # fmt: skip
+def test_bad_answers_name_the_dns_log_line(tmp_path: Path, style: str, old: str, new: str,
+                                           where: str, words: list[str]) -> None:  # fmt: skip
+    conn = write_pdns_set(tmp_path, style)
+    dns = tmp_path / "dns.log"
+    assert old in dns.read_text()
+    dns.write_text(dns.read_text().replace(old, new, 1))
+    with pytest.raises(InputError) as err:
+        read_all(conn)
+    assert (err.value.path, err.value.where) == (str(dns), where), err.value
+    for w in words:
+        assert w in err.value.problem, err.value
+
+
 # --- errors -------------------------------------------------------------------------------
 
 
@@ -421,6 +540,23 @@ def test_mutated_logs_raise_input_error_only(
     _read_or_input_error(next(run.glob("conn.log*")))
 
 
+@BYTES_SETTINGS
+@given(ops=_mutations(), style=st.sampled_from(["tsv", "json"]))
+def test_mutated_dns_answers_raise_input_error_only(
+    tmp_path: Path, ops: list[tuple[str, int, int]], style: str
+) -> None:
+    src = tmp_path / f"pdns-{style}"
+    if not src.exists():
+        src.mkdir()
+        write_pdns_set(src, style)
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    for path in src.iterdir():
+        data = path.read_bytes()
+        (run / path.name).write_bytes(mutate(data, ops) if path.name == "dns.log" else data)
+    _read_or_input_error(run / "conn.log")
+
+
 # --- end to end -----------------------------------------------------------------------------
 
 
@@ -443,3 +579,25 @@ def test_ingest_and_query(tmp_path: Path) -> None:
         assert got == [("kcna.kp", None, "zeek-conn")]
     finally:
         eng.close()
+
+
+def test_passive_dns_name_is_enriched(tmp_path: Path) -> None:
+    from rogueflow.analyze.engine import DuckDBEngine
+    from rogueflow.ops import ingest_paths
+    from rogueflow.workspace import Workspace
+
+    (tmp_path / "logs").mkdir()
+    conn = write_pdns_set(tmp_path / "logs", "tsv")
+    ws = Workspace(tmp_path / "ws")
+    ingest_paths(ws, [conn.parent])
+    eng = DuckDBEngine(ws)
+    try:
+        got = eng.sql(
+            "select dns_query, category from flows where dst_port = 3333 "
+            "order by src_addr, ts_start"
+        ).fetchall()
+    finally:
+        eng.close()
+    # to the pool: before the answer, after it (named, so classified), from another client
+    unnamed = (None, "unclassified")
+    assert got == [unnamed, ("pool.minexmr.com", "crypto.mining"), unnamed]

@@ -6,6 +6,8 @@ Mapping: ``ts`` → ts_start, ``ts + duration`` → ts_end, ``id.orig_h:id.orig_
 ``resp_*`` → rev_*, ``service`` → app_label, ``_node_name``/``peer`` → exporter,
 ``history`` → tcp_flags (approximate). dns.log ``query`` → dns_query, ssl.log
 ``server_name`` (else http.log ``host``) → server_name; the first value per uid wins.
+A flow left without a name gets, as dns_query, the name its client last resolved to its
+responder address (dns.log ``answers``, within the answer's TTL and a day): see PassiveDns.
 
 >>> [p.name for p in companion_paths(Path("/nowhere/conn.00:00:00-01:00:00.log.gz"))]
 []
@@ -71,6 +73,12 @@ SYN, FIN, RST, PSH, ACK = 0x02, 0x01, 0x04, 0x08, 0x10
 # shows as 'F' only; 'D' is payload, which real stacks send with PSH|ACK).
 _HISTORY_FLAGS = (("s", SYN), ("h", SYN | ACK), ("f", FIN), ("r", RST), ("d", PSH | ACK),
                   ("a", ACK))  # fmt: skip
+#: dns.log fields of passive-DNS attribution (answers: addresses and CNAME/other names)
+ANSWER_TYPES: dict[str, pa.DataType] = {
+    "ts": pa.float64(), "id.orig_h": pa.string(), "answers": pa.list_(pa.string()),
+    "TTLs": pa.list_(pa.float64()),
+}  # fmt: skip
+DAY_US = 86_400 * 10**6  # the longest an answer attributes a flow, whatever its TTL
 _MAX_TS = 2.0**33  # epoch seconds past year 2242 are garbage, and overflow microseconds
 _MAX_HEADER_LINE = 1 << 16
 _CSV_ERROR = re.compile(r"In CSV column #(\d+): Row #(\d+): (.*)", re.S)
@@ -86,6 +94,7 @@ class Header:
     """The ``#`` lines of a Zeek TSV log."""
 
     separator: str = "\t"
+    set_separator: str = ","
     unset: str = "-"
     empty: str = "(empty)"
     fields: list[str] = field(default_factory=list)
@@ -131,6 +140,10 @@ class Utf8Guard(io.RawIOBase):
         return chunk
 
 
+def _unescape(text: str) -> str:
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m[1], 16)), text)
+
+
 def read_header(fh: IO[bytes], path: Path) -> Header:
     """Consume the leading ``#`` lines; the stream is left at the first record."""
     h = Header()
@@ -144,7 +157,7 @@ def read_header(fh: IO[bytes], path: Path) -> Header:
         except ValueError as exc:
             raise InputError(path, f"line {h.lines}", f"bad header line ({exc})") from None
         if line.startswith("#separator"):
-            sep = re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m[1], 16)), line[10:].strip())
+            sep = _unescape(line[10:].strip())
             if len(sep) != 1 or sep in "\r\n":
                 raise InputError(path, f"line {h.lines}", f"#separator {sep!r} is not one byte")
             h.separator = sep
@@ -153,6 +166,8 @@ def read_header(fh: IO[bytes], path: Path) -> Header:
         values = rest.split(h.separator)
         if key == "#fields":
             h.fields, h.fields_line = values, h.lines
+        elif key == "#set_separator":
+            h.set_separator = _unescape(values[0])
         elif key == "#unset_field":
             h.unset = values[0]
         elif key == "#empty_field":
@@ -197,6 +212,8 @@ def tsv_batches(
 ) -> Iterator[tuple[pa.RecordBatch, Locate]]:
     """Record batches of the ``types`` columns, each with its row → "line N" map."""
     use = [f for f in h.fields if f in types]
+    # sets and vectors are text joined by #set_separator; Arrow's CSV reader reads them as such
+    lists = [f for f in use if pa.types.is_list(types[f])]
     skipped: list[int] = []  # stream rows of '#' lines (#close, concatenated logs)
     problems: list[tuple[int | None, str]] = []
 
@@ -235,11 +252,15 @@ def tsv_batches(
                                              escape_char=False, ignore_empty_lines=False,
                                              invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(include_columns=use,
-                                                 column_types={f: types[f] for f in use},
+                                                 column_types={f: pa.string() if f in lists
+                                                               else types[f] for f in use},
                                                  null_values=[h.unset, h.empty],
                                                  strings_can_be_null=True),
         )  # fmt: skip
         for batch in reader:
+            if lists:
+                batch = _split_sets(batch, lists, types, h.set_separator, path,
+                                    locate_in(rows_done))  # fmt: skip
             yield batch, locate_in(rows_done)
             rows_done += batch.num_rows
     except READ_ERRORS as exc:
@@ -248,19 +269,47 @@ def tsv_batches(
         raise _tsv_error(exc, path, h, problems[0] if problems else None, rows_done) from None
 
 
+def _split_sets(batch: pa.RecordBatch, lists: Sequence[str], types: Mapping[str, pa.DataType],
+                sep: str, path: Path, locate: Locate) -> pa.RecordBatch:  # fmt: skip
+    """Set/vector columns, read as text, to Arrow lists of their element type."""
+    for name in lists:
+        i = batch.schema.get_field_index(name)
+        split = pc.split_pattern(batch.column(i), sep)
+        try:
+            split = pc.cast(split, types[name])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            element = types[name].value_type
+            for k, value in enumerate(split.to_pylist()):  # error path: find the row
+                try:
+                    pc.cast(pa.array(value or [], pa.string()), element)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    problem = f"{name} {sep.join(value)[:60]!r} is not a list of {element}"
+                    raise InputError(path, locate(k), problem) from None
+            raise
+        batch = batch.set_column(i, name, split)
+    return batch
+
+
+def _json_fits(v: Any, typ: pa.DataType) -> bool:
+    if v is None:
+        return True
+    if pa.types.is_string(typ):
+        return isinstance(v, str)
+    if pa.types.is_list(typ):
+        return isinstance(v, list) and all(_json_fits(x, typ.value_type) for x in v)
+    number = isinstance(v, int | float) and not isinstance(v, bool)
+    if pa.types.is_floating(typ):
+        return number
+    return pa.types.is_integer(typ) and number and isinstance(v, int) and abs(v) < 2**63
+
+
 def _json_problem(obj: Any, types: Mapping[str, pa.DataType]) -> str | None:
     if not isinstance(obj, dict):
         return "not a JSON object"
     for name, typ in types.items():
         v = obj.get(name)
-        if v is None or (isinstance(v, str) and pa.types.is_string(typ)):
-            continue
-        number = isinstance(v, int | float) and not isinstance(v, bool)
-        if pa.types.is_floating(typ) and number:
-            continue
-        if pa.types.is_integer(typ) and number and isinstance(v, int) and abs(v) < 2**63:
-            continue
-        return f"{name} {v!r} is not {typ}"
+        if not _json_fits(v, typ):
+            return f"{name} {v!r} is not {typ}"
     return None
 
 
@@ -451,8 +500,128 @@ class Lookup:
     values: pa.Array
 
 
+def _pair_keys(a: pa.Array, b: pa.Array) -> pa.Array:
+    """Two 16-byte address columns → one 32-byte key per row, for Arrow's hash lookups."""
+    m = np.ascontiguousarray(np.hstack([addr.to_matrix(a), addr.to_matrix(b)]))
+    return pa.Array.from_buffers(pa.binary(32), len(m), [None, pa.py_buffer(m.tobytes())])
+
+
+def _concat(parts: list[npt.NDArray[Any]], dtype: type) -> npt.NDArray[Any]:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+class PassiveDns:
+    """Which name each client last resolved to each address, from dns.log ``answers``.
+
+    Held in memory like the uid lookups: per address answer of the dns.log a 32-byte
+    (client, address) key, two times and a name index, never anything per conn.log row.
+    ``add`` every dns.log batch, ``finish`` once, then ``names`` for each conn batch.
+    """
+
+    def __init__(self) -> None:
+        self._keys: list[pa.Array] = []
+        self._ts: list[I64] = []
+        self._until: list[I64] = []
+        self._row: list[I64] = []
+        self._queries: list[pa.Array] = []
+        self._n_queries = 0
+        self.unique: pa.Array = pa.array([], pa.binary(32))
+        self.times: I64 = np.zeros(0, np.int64)
+        self.order_key: I64 = np.zeros(0, np.int64)
+        self.until: I64 = np.zeros(0, np.int64)
+        self.row: I64 = np.zeros(0, np.int64)
+        self.queries: pa.Array = pa.array([], pa.string())
+
+    def add(self, batch: pa.RecordBatch, path: Path, locate: Locate) -> None:
+        """Collect the address answers of one dns.log batch."""
+        if not {"ts", "id.orig_h", "query", "answers"} <= set(batch.schema.names):
+            return
+        keep = pc.and_(pc.is_valid(batch["id.orig_h"]), pc.is_valid(batch["ts"]))
+        keep = pc.and_(keep, pc.and_(pc.is_valid(batch["query"]),
+                                     pc.not_equal(batch["query"], "")))  # fmt: skip
+        lengths = pc.fill_null(pc.list_value_length(batch["answers"]), 0)
+        rows = np.flatnonzero(np.asarray(pc.and_(keep, pc.greater(lengths, 0))))
+        if not len(rows):
+            return
+        t = batch.take(pa.array(rows))
+
+        def loc(k: int) -> str:
+            return locate(int(rows[k]))
+
+        ts = _timestamps(pa.chunked_array([t["ts"]]), path, loc)
+        client = _address_column(pa.chunked_array([t["id.orig_h"]]), "id.orig_h")
+        if isinstance(client, tuple):
+            raise InputError(path, loc(client[0]), client[1])
+        answers = t["answers"]
+        n_ans = np.asarray(pc.list_value_length(answers), dtype=np.int64)
+        parent = np.repeat(np.arange(len(t)), n_ans)
+        pos = np.arange(len(parent)) - (np.cumsum(n_ans) - n_ans)[parent]  # index in its list
+        flat = pc.utf8_trim_whitespace(pc.fill_null(pc.list_flatten(answers), ""))
+        # CNAME targets, MX/TXT/PTR texts are not addresses: keep only what parses as one
+        enc = pc.dictionary_encode(flat)
+        parsed, valid = addr._parse_texts(enc.dictionary)
+        codes = np.asarray(enc.indices, dtype=np.int64)
+        ttl = np.full(len(flat), DAY_US, dtype=np.int64)
+        if "TTLs" in t.schema.names:
+            ttls = t["TTLs"]
+            n_ttl = np.asarray(pc.fill_null(pc.list_value_length(ttls), 0), dtype=np.int64)
+            values = np.asarray(pc.fill_null(pc.list_flatten(ttls), np.nan), dtype=np.float64)
+            aligned = (n_ttl == n_ans)[parent]  # Zeek writes one TTL per answer
+            v = values[(np.cumsum(n_ttl) - n_ttl)[parent[aligned]] + pos[aligned]]
+            usable = np.isfinite(v) & (v >= 0)
+            ttl[aligned] = np.where(usable, np.round(np.minimum(v, 86_400) * 1e6), DAY_US)
+        hit = np.flatnonzero(valid[codes])
+        if not len(hit):
+            return
+        owner = parent[hit]
+        ip = addr.from_bytes_matrix(parsed[codes[hit]])
+        self._keys.append(_pair_keys(client.take(pa.array(owner)), ip))
+        self._ts.append(ts[owner])
+        self._until.append(ts[owner] + ttl[hit])
+        self._row.append(owner + self._n_queries)
+        self._queries.append(t["query"])
+        self._n_queries += len(t)
+
+    def finish(self) -> None:
+        """Sort the answers by (client, address, time) for as-of lookups."""
+        keys = pa.concat_arrays([pa.array([], pa.binary(32)), *self._keys])
+        ts, until = _concat(self._ts, np.int64), _concat(self._until, np.int64)
+        row = _concat(self._row, np.int64)
+        self.queries = pa.concat_arrays([pa.array([], pa.string()), *self._queries])
+        self._keys, self._ts, self._until, self._row, self._queries = [], [], [], [], []
+        self.unique = pc.unique(keys)
+        key_id = np.asarray(pc.index_in(keys, value_set=self.unique), dtype=np.int64)
+        # time ranks keep key*width + rank within int64 (raw microseconds would not)
+        self.times = np.unique(ts)
+        sort_key = key_id * (len(self.times) + 1) + np.searchsorted(self.times, ts) + 1
+        order = np.argsort(sort_key, kind="stable")  # equal keys: the later line wins
+        self.order_key, self.until, self.row = sort_key[order], until[order], row[order]
+
+    def names(self, src: pa.Array, dst: pa.Array, start: I64,
+              wanted: npt.NDArray[np.bool_]) -> pa.Array:  # fmt: skip
+        """Per flow, the query whose latest answer to its client (src) named its responder
+        (dst) at or before ``start`` and is still within its TTL; null otherwise."""
+        pick = np.full(len(start), -1, dtype=np.int64)
+        rows = np.flatnonzero(wanted)
+        if len(rows) and len(self.order_key):
+            found = pc.index_in(_pair_keys(src.take(pa.array(rows)), dst.take(pa.array(rows))),
+                                value_set=self.unique)  # fmt: skip
+            known = np.asarray(pc.is_valid(found))
+            rows = rows[known]
+            key_id = np.asarray(pc.fill_null(found, 0), dtype=np.int64)[known]
+            width = len(self.times) + 1
+            at = start[rows]
+            probe = key_id * width + np.searchsorted(self.times, at, side="right")
+            j = np.searchsorted(self.order_key, probe, side="right") - 1
+            jj = np.maximum(j, 0)
+            ok = (j >= 0) & (self.order_key[jj] // width == key_id) & (at <= self.until[jj])
+            pick[rows[ok]] = self.row[jj[ok]]
+        return self.queries.take(pa.array(pick, mask=pick < 0))
+
+
 def conn_table(t: pa.Table, *, path: Path, locate: Locate, options: ReadOptions,
-               lookups: Sequence[Lookup]) -> pa.Table:  # fmt: skip
+               lookups: Sequence[Lookup], passive: PassiveDns | None = None,
+               ) -> pa.Table:  # fmt: skip
     """Typed conn.log columns → canonical measured columns."""
     n = t.num_rows
     start = _timestamps(t.column("ts"), path, locate)
@@ -500,18 +669,31 @@ def conn_table(t: pa.Table, *, path: Path, locate: Locate, options: ReadOptions,
     for lk in lookups if "uid" in t.column_names else []:
         value = lk.values.take(pc.index_in(t["uid"], value_set=lk.uids))
         cols[lk.column] = pc.coalesce(cols[lk.column], value)
+    if passive is not None:
+        # only flows with no name of their own: a name seen in the flow is better evidence
+        unnamed = pc.and_(pc.is_null(cols["server_name"]), pc.is_null(cols["dns_query"]))
+        found = passive.names(src, dst, start, np.asarray(unnamed, dtype=np.bool_))
+        cols["dns_query"] = pc.coalesce(cols["dns_query"], found)
     return pa.table(cols)
 
 
-def companion_lookup(path: Path, value_field: str, column: str, block_size: int) -> Lookup:
+def companion_lookup(path: Path, value_field: str, column: str, block_size: int,
+                     passive: PassiveDns | None = None) -> Lookup:  # fmt: skip
     """uid → first non-empty ``value_field`` of a companion log (held in memory: two
-    short strings per row of the companion, never the conn.log)."""
+    short strings per row of the companion, never the conn.log); a dns.log's address
+    answers go to ``passive`` from the same pass."""
     types = {"uid": pa.string(), value_field: pa.string()}
+    if passive is not None:
+        types |= ANSWER_TYPES
     uids: list[pa.Array] = [pa.array([], pa.string())]
     values: list[pa.Array] = [pa.array([], pa.string())]
-    for batch, _ in log_batches(path, types, ["uid"], [], path.name, block_size):
+    for batch, locate in log_batches(path, types, ["uid"], [], path.name, block_size):
+        if passive is not None:
+            passive.add(batch, path, locate)
         if value_field not in batch.schema.names:
-            break
+            if passive is None:
+                break
+            continue
         keep = pc.and_(pc.is_valid(batch["uid"]), pc.is_valid(batch[value_field]))
         keep = pc.and_(keep, pc.not_equal(batch[value_field], ""))
         uids.append(batch["uid"].filter(keep))
@@ -600,8 +782,14 @@ class ZeekConnReader:
         block = min(max(options.batch_rows * 200, 1 << 16), 1 << 24)
         kinds = {kind: (fld, col) for kind, fld, col in COMPANIONS}
         at = path.name.split(".").index("conn") if self.companions(path) else 0
-        lookups = [companion_lookup(p, *kinds[p.name.split(".")[at]], block)
-                   for p in self.companions(path)]  # fmt: skip
+        answers = PassiveDns()
+        lookups = []
+        for p in self.companions(path):
+            kind = p.name.split(".")[at]
+            lookups.append(companion_lookup(p, *kinds[kind], block,
+                                            answers if kind == "dns" else None))  # fmt: skip
+        answers.finish()
+        passive = answers if len(answers.order_key) else None
         # uid is only needed to join companion logs (and is costly to parse)
         types = CONN_TYPES if lookups else {k: v for k, v in CONN_TYPES.items() if k != "uid"}
         batches = prefetch(log_batches(path, types, REQUIRED, COUNTERS, "conn.log", block))
@@ -609,4 +797,4 @@ class ZeekConnReader:
             for s in range(0, batch.num_rows, options.batch_rows):
                 part = pa.Table.from_batches([batch.slice(s, options.batch_rows)])
                 yield conn_table(part, path=path, locate=lambda k, s=s, f=locate: f(s + k),  # type: ignore[misc]
-                                 options=options, lookups=lookups)  # fmt: skip
+                                 options=options, lookups=lookups, passive=passive)  # fmt: skip
