@@ -13,7 +13,8 @@ Classification, first hit by confidence wins:
    service taxonomy and the domain indicator lists (0.90–0.95);
 2. the source's own application label (nDPI, Zeek) (0.85);
 3. either address in an address indicator list valid at that time: Tor relays,
-   VPN ranges, mining-pool addresses (0.80);
+   VPN ranges, mining-pool addresses, addresses of indicator domains resolved at
+   ``intel update`` (0.80);
 4. the server port (the lower of the two ports, and the destination first) (0.40);
 
 else ``unclassified`` with confidence 0.
@@ -70,6 +71,9 @@ ADDRESS_KINDS = {
     "tor-relays": "anonymizer.tor",
     "vpn-ranges": "anonymizer.vpn",
     "mining-pools": "crypto.mining",
+    #: addresses of indicator domains resolved at `intel update`; each value is
+    #: "name|category", so the category comes from the value (see _resolved_codes)
+    "dns-resolutions": "",
 }
 
 _US = 1_000_000
@@ -174,6 +178,7 @@ class Enricher:
         self.catalog = ServiceCatalog.builtin()
         self._kinds_present = {s.kind for s in self.store.list()}
         self._value_cache: dict[tuple[str, int], npt.NDArray[Any]] = {}
+        self._resolved: dict[str, tuple[npt.NDArray[np.int32], ...]] = {}
         self.strings = _Strings()
         self._unclassified = self.strings.code(UNCLASSIFIED)
         self._service_codes = self.strings.codes([x.name for x in self.catalog.services])
@@ -396,6 +401,13 @@ class Enricher:
                     if not hit.any():
                         continue
                     mark(hit, snap)
+                    if kind == "dns-resolutions":
+                        svc_map, cat_map, ev_map = self._resolved_codes(snap, rt)
+                        label.offer(
+                            hit, svc_map[idx], cat_map[idx], CONFIDENCE["address-list"],
+                            ev_map[idx],
+                        )  # fmt: skip
+                        continue
                     _, ev = self._entry_codes(idx, hit, list(rt.values), f"{kind} {snap.name}: ")
                     label.offer(hit, svc_code, cat, CONFIDENCE["address-list"], ev)
         # 4. port rules on the server side (the lower port; destination first)
@@ -405,6 +417,21 @@ class Enricher:
         server = np.where((sport < dport) & (sport > 0), sport, dport)
         self._offer_match(label, self.catalog.by_port(proto, server))
         return label
+
+    def _resolved_codes(self, snap: Snapshot, rt: RangeTable) -> tuple[npt.NDArray[np.int32], ...]:
+        """(service, category, evidence) codes per "name|category" value, plus a trailing -1.
+
+        Built once per snapshot (a few thousand values), then indexed by lookup results.
+        """
+        got = self._resolved.get(snap.id)
+        if got is None:
+            pairs = [str(v).rpartition("|") for v in rt.values]
+            got = self._resolved[snap.id] = (
+                self.strings.codes([name for name, _, _ in pairs]),
+                self.strings.codes([cat for _, _, cat in pairs]),
+                self.strings.codes([f"resolved {name}" for name, _, _ in pairs]),
+            )
+        return got
 
     def _offer_match(self, label: _Label, m: ServiceMatch) -> None:
         """Offer a ServiceCatalog result (service index, category/evidence dictionaries)."""

@@ -11,6 +11,8 @@ names public sources; a workspace adds or overrides feeds in ``feeds.toml``::
     format = "domains"
     url = "https://intel.example.org/pools.txt"
     valid_for_days = 7
+    [defaults]
+    resolver = "127.0.0.1:5353"   # or "system"; resolves domain lists (resolve.py)
 
 Feeds are fetched only when the user runs ``rogueflow intel update``.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rogueflow.errors import ConfigError, InputError
+from rogueflow.intel import resolve
 from rogueflow.intel.fetch import Fetcher, fetch
 from rogueflow.intel.kinds import KINDS
 from rogueflow.intel.snapshots import IntelStore, Snapshot
@@ -120,7 +123,8 @@ BUILTIN_FEEDS: list[Feed] = [
 ]  # fmt: skip
 
 _FEED_KEYS = {f.name for f in fields(Feed)}
-_TOP_KEYS = {"builtin_feeds", "max_bytes", "timeout", "max_ratio", "feed"}
+_TOP_KEYS = {"builtin_feeds", "max_bytes", "timeout", "max_ratio", "feed", "defaults"}
+_DEFAULTS_KEYS = {"resolver"}
 _LIMIT_TYPES: dict[str, tuple[type[int] | type[float], ...]] = {
     "max_bytes": (int,),
     "timeout": (int, float),
@@ -147,7 +151,10 @@ def load_feeds(ws: Workspace) -> list[Feed]:
     defaults: dict[str, Any] = {
         k: data[k] for k in ("max_bytes", "timeout", "max_ratio") if k in data
     }
-    _check_types(path, "top level", {k: v for k, v in data.items() if k != "feed"})
+    _check_types(
+        path, "top level", {k: v for k, v in data.items() if k not in ("feed", "defaults")}
+    )
+    _check_defaults(path, data.get("defaults", {}))
     feeds = {f.name: replace(f, **defaults) for f in BUILTIN_FEEDS}
     if not data.get("builtin_feeds", True):
         feeds = {}
@@ -173,6 +180,36 @@ def load_feeds(ws: Workspace) -> list[Feed]:
     for feed in feeds.values():
         _check_feed(path, feed)
     return list(feeds.values())
+
+
+def load_resolver(ws: Workspace) -> str | None:
+    """``[defaults] resolver`` of feeds.toml: an address, "system", or None (not set)."""
+    path = ws.root / FEEDS_FILE
+    if not path.exists():
+        return None
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    section = data.get("defaults", {})
+    _check_defaults(path, section)
+    value = section.get("resolver")
+    return value if isinstance(value, str) and value else None
+
+
+def _check_defaults(path: Path, section: object) -> None:
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: `defaults` must be a table ([defaults])")
+    bad = sorted(set(section) - _DEFAULTS_KEYS)
+    if bad:
+        raise ConfigError(f"{path}: [defaults] unknown key(s) {', '.join(bad)}")
+    value = section.get("resolver")
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{path}: [defaults] resolver must be a string")
+    if value not in ("", "system"):
+        resolve.parse_server(value)  # a bad address is a configuration error now
 
 
 def _check_types(path: Path, where: str, values: dict[str, Any]) -> None:
@@ -210,6 +247,9 @@ class FeedResult:
     unchanged: bool = False
     error: str | None = None
     seconds: float = 0.0
+    #: the dns-resolutions snapshot stored from a domain list, or why there is none
+    resolutions: Snapshot | None = None
+    resolve_error: str | None = None
 
     def line(self) -> str:
         if not self.ok:
@@ -217,10 +257,15 @@ class FeedResult:
             return f"FAILED {self.feed.name}: {self.error}{kept}"
         assert self.snapshot is not None
         state = "unchanged" if self.unchanged else "new"
-        return (
+        text = (
             f"ok {self.feed.name}: {state} {self.snapshot.id} "
             f"({self.snapshot.rows:,} rows, {self.seconds:.1f} s)"
         )
+        if self.resolutions is not None:
+            text += f"; resolved {self.resolutions.id} ({self.resolutions.rows:,} addresses)"
+        elif self.resolve_error:
+            text += f"; not resolved: {self.resolve_error}"
+        return text
 
 
 def update(
@@ -243,12 +288,46 @@ def update(
     else:
         chosen = [f for f in configured.values() if f.enabled]
     store = store or IntelStore(ws)
+    resolver = load_resolver(ws)
     results = []
     for feed in chosen:
         if on_start is not None:
             on_start(feed)
-        results.append(_update_one(ws, store, feed, opener))
+        result = _update_one(ws, store, feed, opener)
+        if result.ok and resolver is not None and feed.kind in resolve.DOMAIN_CATEGORIES:
+            result = _resolve(ws, store, result, None if resolver == "system" else resolver)
+        results.append(result)
     return results
+
+
+def _resolve(
+    ws: Workspace, store: IntelStore, result: FeedResult, server: str | None
+) -> FeedResult:
+    """Store the addresses of a domain list's names; a failure only annotates the result."""
+    feed, snap = result.feed, result.snapshot
+    assert snap is not None
+    now = datetime.now(UTC)
+    work = ws.intel_dir / "downloads" / uuid.uuid4().hex
+    try:
+        names = getattr(store.load(snap), "domains", None)
+        if not isinstance(names, list):
+            raise ConfigError(f"{snap.id} holds no domain names")
+        pairs = resolve.resolve_names(names, server)
+        if not pairs:
+            return replace(result, resolve_error="no name resolved to an address")
+        work.mkdir(parents=True)
+        path = work / f"{feed.name}.resolved.csv"
+        resolve.write_resolutions(path, pairs, resolve.DOMAIN_CATEGORIES[feed.kind], now)
+        res = store.add(
+            resolve.KIND, path, name=f"{feed.name}.resolved", fmt="csv",
+            valid_from=now, valid_to=now + timedelta(days=feed.valid_for_days),
+            source=f"dns {server or 'system resolver'}: {snap.id}", retrieved_at=now,
+        )  # fmt: skip
+    except Exception as exc:  # resolution is extra: the domain snapshot stands
+        return replace(result, resolve_error=str(exc) or type(exc).__name__)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return replace(result, resolutions=res)
 
 
 def _latest(store: IntelStore, feed: Feed) -> Snapshot | None:

@@ -127,6 +127,11 @@ KINDS: dict[str, Kind] = {
             },
         ),
         Kind(
+            "dns-resolutions",
+            "addresses of indicator domains, resolved at intel update",
+            {"csv": "rogueflow.intel.resolve:load_resolutions"},
+        ),
+        Kind(
             "services",
             "service/category taxonomy: domains, ranges and ports -> service, category",
             {
