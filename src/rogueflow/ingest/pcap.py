@@ -28,6 +28,9 @@ Choices, measured on nfstream 6.6 (nDPI 4.x):
   ``server_name`` when the master protocol is TLS, DTLS, QUIC or HTTP and
   ``dns_query`` when it is DNS; other names (NetBIOS, mDNS, DHCP host names) are
   not server names and are dropped.
+* **Passive DNS**: a flow still unnamed gets, as ``dns_query``, the name its client
+  last resolved to its responder address in the capture's own DNS responses (within
+  the answer's TTL and a day), as Zeek dns.log answers do: :mod:`.pcapdns`.
 * The meter runs in a child process we start and watch ourselves (nfstream's own
   iterator waits forever if its child dies, and pins the calling process to CPU 0
   and 1), with nfstream's ``meter_workflow`` as the target.
@@ -54,15 +57,17 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rogueflow import addr
 from rogueflow.errors import ConfigError, InputError, MissingDependency
-from rogueflow.ingest import pcapcheck
+from rogueflow.ingest import pcapcheck, pcapdns
 from rogueflow.ingest.base import (
     NoCompanions,
     ReadOptions,
     compression_of,
 )
+from rogueflow.ingest.zeek import PassiveDns
 from rogueflow.schema import TIMESTAMP
 
 _INSTALL = ("nfstream (pcap ingest)", "pip install 'rogueflow[pcap]'")
@@ -140,7 +145,8 @@ class PcapReader(NoCompanions):
         with _plain_capture(path) as plain:
             summary = pcapcheck.check(plain, display=path)
             if summary.packets:
-                yield from _FlowBatcher(path, plain, cfg, options, summary).batches()
+                passive = pcapdns.passive_dns(plain)
+                yield from _FlowBatcher(path, plain, cfg, options, summary, passive).batches()
 
 
 def _require_nfstream() -> None:
@@ -190,9 +196,10 @@ class _FlowBatcher:
         cfg: PcapSettings,
         options: ReadOptions,
         summary: pcapcheck.Summary,
+        passive: PassiveDns | None = None,
     ) -> None:
         self.path, self.plain, self.cfg, self.options = path, plain, cfg, options
-        self.summary = summary
+        self.summary, self.passive = summary, passive
         self._reset()
         # ICMP rows wait for their type/code from the second pass (few: one per host pair).
         self.icmp_rows: list[tuple[Any, ...]] = []
@@ -291,6 +298,17 @@ class _FlowBatcher:
             }
         )
         self._reset()
+        if self.passive is not None:
+            # only flows nDPI left unnamed: a name seen in the flow itself is better evidence
+            unnamed = pc.and_(pc.is_null(table["server_name"]), pc.is_null(table["dns_query"]))
+            found = self.passive.names(
+                table["src_addr"].combine_chunks(),
+                table["dst_addr"].combine_chunks(),
+                start,
+                np.asarray(unnamed, dtype=np.bool_),
+            )
+            named = pc.coalesce(table["dns_query"], found)
+            table = table.set_column(table.schema.get_field_index("dns_query"), "dns_query", named)
         return table
 
 

@@ -150,6 +150,40 @@ def parse_response(data: bytes, qid: int, name: str, qtype: int) -> list[str]:
     return out
 
 
+def parse_answers(data: bytes) -> tuple[str, list[tuple[bytes, int]]]:
+    """(question name, [(4- or 16-byte address, TTL seconds)]) of any DNS response.
+
+    For passively observed answers: A and AAAA records of class IN anywhere in the
+    answer section (CNAME chains included) count for the first question. A query, an
+    error rcode or no question gives no addresses; anything malformed raises
+    :class:`DNSParseError` and nothing else.
+    """
+    if len(data) < 12:
+        raise DNSParseError("shorter than a DNS header")
+    _, flags, qd, an = struct.unpack_from("!HHHH", data, 0)
+    if not flags & 0x8000 or flags & 0x000F or qd == 0:
+        return "", []
+    qname, off = _read_name(data, 12)
+    off += 4
+    for _ in range(qd - 1):
+        _, off = _read_name(data, off)
+        off += 4
+    out: list[tuple[bytes, int]] = []
+    for _ in range(an):
+        _, off = _read_name(data, off)
+        if off + 10 > len(data):
+            raise DNSParseError(f"record cut at byte {off}")
+        rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, off)
+        off += 10
+        if off + rdlen > len(data):
+            raise DNSParseError(f"record data runs past the end at byte {off}")
+        if rclass == 1 and _ADDR_LEN.get(rtype) == rdlen:
+            # RFC 2181: a TTL with the top bit set is treated as zero
+            out.append((data[off : off + rdlen], ttl if ttl < 1 << 31 else 0))
+        off += rdlen
+    return qname, out
+
+
 # ---- the stub resolver ---------------------------------------------------------------
 
 
