@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 
 from rogueflow.intel.indicators import CATEGORIES, CONFIDENCE, ServiceCatalog, ServiceMatch
 from rogueflow.intel.ranges import RangeTable
+from rogueflow.intel.resolve import DOMAIN_CATEGORIES
 from rogueflow.intel.snapshots import IntelStore, Snapshot
 from rogueflow.workspace import Workspace
 
@@ -59,13 +60,8 @@ APP_LABELS: dict[str, tuple[str, str]] = {
 APP_LABEL_CONFIDENCE = 0.85
 
 #: domain indicator kinds -> category of a hit
-DOMAIN_KINDS = {
-    "mining-pools": "crypto.mining",
-    "crypto-sites": "crypto.exchange",
-    "cryptojacking": "crypto.mining",
-    "vpn-domains": "anonymizer.vpn",
-    "doh-resolvers": "anonymizer.doh",
-}
+#: (one table, shared with the resolution snapshots of `intel update`)
+DOMAIN_KINDS = DOMAIN_CATEGORIES
 #: address indicator kinds -> category of a hit (hosting is an attribute, not a category)
 ADDRESS_KINDS = {
     "tor-relays": "anonymizer.tor",
