@@ -78,6 +78,13 @@ def _interval(e: stats.Estimate, unit: str, method: str, scale: float = 1.0) -> 
     return Metric(e.value * scale, lo, hi, unit, method)
 
 
+def _pct_change(g: stats.Estimate, ratio_name: str) -> Metric:
+    """A ratio and its interval as a percentage change ("+300%")."""
+    lo = None if g.low is None else (g.low - 1) * 100
+    hi = None if g.high is None else (g.high - 1) * 100
+    return Metric((g.value - 1) * 100, lo, hi, "%", f"({ratio_name} − 1) × 100")
+
+
 class VolumeGrowth:
     id = "volume"
     title = "Volume and growth"
@@ -169,13 +176,7 @@ class VolumeGrowth:
                 g = stats.ratio_of_means(p0.flows, p1.flows)
                 gb = stats.ratio_of_means(p0.bytes, p1.bytes)
                 metrics["growth_ratio"] = Metric(g.value, g.low, g.high, "×", RATIO_METHOD)
-                metrics["growth_pct"] = Metric(
-                    (g.value - 1) * 100,
-                    None if g.low is None else (g.low - 1) * 100,
-                    None if g.high is None else (g.high - 1) * 100,
-                    "%",
-                    "(growth_ratio − 1) × 100",
-                )
+                metrics["growth_pct"] = _pct_change(g, "growth_ratio")
                 metrics["bytes_growth_ratio"] = Metric(gb.value, gb.low, gb.high, "×", RATIO_METHOD)
                 headline = [
                     "growth_ratio",
@@ -339,13 +340,7 @@ class VolumeGrowth:
         metrics["baseline_flows_per_day"] = _interval(br, "flows/day", RATE_METHOD)
         metrics["comparison_flows_per_day"] = _interval(rr, "flows/day", RATE_METHOD)
         metrics["growth_ratio_baseline"] = Metric(g.value, g.low, g.high, "×", RATIO_METHOD)
-        metrics["growth_pct_baseline"] = Metric(
-            (g.value - 1) * 100,
-            None if g.low is None else (g.low - 1) * 100,
-            None if g.high is None else (g.high - 1) * 100,
-            "%",
-            "(growth_ratio_baseline − 1) × 100",
-        )
+        metrics["growth_pct_baseline"] = _pct_change(g, "growth_ratio_baseline")
         return (
             f"Outside the baseline window {b0} to {b1} ({num(br.value)} flows per day), "
             f"activity {fold(g.value)} (95% interval ×{g.low:.2f}–×{g.high:.2f})."
