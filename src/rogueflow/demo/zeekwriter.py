@@ -32,13 +32,17 @@ from rogueflow.demo.simulate import (
 )
 
 UNSET = "-"
-CONN_FIELDS = (
+# the connection key every Zeek log starts with
+ID_FIELDS = (
     ("ts", "time"),
     ("uid", "string"),
     ("id.orig_h", "addr"),
     ("id.orig_p", "port"),
     ("id.resp_h", "addr"),
     ("id.resp_p", "port"),
+)
+CONN_FIELDS = (
+    *ID_FIELDS,
     ("proto", "enum"),
     ("service", "string"),
     ("duration", "interval"),
@@ -56,12 +60,7 @@ CONN_FIELDS = (
     ("tunnel_parents", "set[string]"),
 )
 DNS_FIELDS = (
-    ("ts", "time"),
-    ("uid", "string"),
-    ("id.orig_h", "addr"),
-    ("id.orig_p", "port"),
-    ("id.resp_h", "addr"),
-    ("id.resp_p", "port"),
+    *ID_FIELDS,
     ("proto", "enum"),
     ("trans_id", "count"),
     ("rtt", "interval"),
@@ -82,12 +81,7 @@ DNS_FIELDS = (
     ("rejected", "bool"),
 )
 SSL_FIELDS = (
-    ("ts", "time"),
-    ("uid", "string"),
-    ("id.orig_h", "addr"),
-    ("id.orig_p", "port"),
-    ("id.resp_h", "addr"),
-    ("id.resp_p", "port"),
+    *ID_FIELDS,
     ("version", "string"),
     ("cipher", "string"),
     ("curve", "string"),
