@@ -1,0 +1,1 @@
+"""BGP history: MRT archives → per-prefix origin/upstream timelines → upstream shares."""
