@@ -35,9 +35,10 @@ def builtin_analyses() -> list[Analysis]:
     """The analyses a report runs, in report order."""
     from rogueflow.analyze.counterparts import Counterparts
     from rogueflow.analyze.pattern import PatternOfLife
+    from rogueflow.analyze.routing import UpstreamRouting
     from rogueflow.analyze.volume import VolumeGrowth
 
-    return [VolumeGrowth(), PatternOfLife(), Counterparts()]
+    return [VolumeGrowth(), PatternOfLife(), UpstreamRouting(), Counterparts()]
 
 
 def rogueflow_version() -> str:

@@ -433,12 +433,12 @@ def _lines_table(fast: pa.Table | None, slow: list[str], path: Path) -> pa.Table
         ap = f[0].endswith("_AP")
         row: dict[str, str | None]
         if kind == "STATE" and len(f) == 8:
-            row = dict(zip(_NAMES[:6], f[:6], strict=True)) | {"old": f[6], "new": f[7]}
+            row = {**dict(zip(_NAMES[:6], f[:6], strict=True)), "old": f[6], "new": f[7]}
         elif kind == "W" and len(f) == 7 + ap:
-            row = dict(zip(_NAMES[:7], f[:7], strict=True)) | {"path_id": f[7] if ap else None}
+            row = {**dict(zip(_NAMES[:7], f[:7], strict=True)), "path_id": f[7] if ap else None}
         elif kind in ("A", "B") and ap and len(f) == 17:
-            row = dict(zip(_NAMES[:7], f[:7], strict=True))
-            row |= dict(zip(_NAMES[7:], f[8:], strict=True)) | {"path_id": f[7]}
+            row = {**dict(zip(_NAMES[:7], f[:7], strict=True)), "path_id": f[7]}
+            row.update(zip(_NAMES[7:], f[8:], strict=True))
         else:
             raise InputError(path, None, f"bgpdump printed a line of unknown shape: {text[:200]!r}")
         for k in cols:

@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from rogueflow import settings
+from rogueflow.cli.bgp import bgp
 from rogueflow.cli.common import (
     Ctx,
     handle_errors,
@@ -282,6 +283,7 @@ def _day(value: Any) -> date | None:
 
 
 cli.add_command(intel)
+cli.add_command(bgp)
 
 
 def main() -> None:
