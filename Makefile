@@ -41,6 +41,7 @@ check: lint typecheck test
 bench: install system-deps
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/lookups.py
+	$(PY) benchmarks/bgp.py
 
 docs: install
 	$(VENV)/bin/rogueflow schema --markdown > docs/schema.md

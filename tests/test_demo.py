@@ -183,7 +183,7 @@ def test_truth_consistent(truth: dict[str, Any], demo_dir: Path) -> None:
     # no early warning: nothing stands out before launches
     assert np.mean([e["pre_event_z"] for e in truth["events"]]) < 1.0
     assert (demo_dir / "events.csv").read_text().startswith("date,label\n2017-04-05,")
-    assert "20485" in (demo_dir / "upstreams.csv").read_text()
+    assert sorted(p.name[:5] for p in (demo_dir / "bgp").iterdir()).count("updat") == 4
 
 
 def test_truth_counts_rows(demo_dir: Path, truth: dict[str, Any]) -> None:
@@ -279,6 +279,17 @@ def test_run_demo_report_matches_truth(tmp_path: Path) -> None:
         assert m[f"business_hours_share_{y}"] == pytest.approx(
             t["years"][y]["business_hours_share"], rel=0.1
         )
+    # issue 4: TransTelecom's arrival and its traffic share per period (within 3 points)
+    routing = {f["id"]: f for f in result.report.findings if f["id"].startswith("routing.")}
+    change = routing["routing.upstream_change"]["statement"]
+    assert "TransTelecom" in change and "09:07:51 UTC on 2017-10-01" in change
+    shares = routing["routing.upstream_share"]["metrics"]
+    for period in ("2018-Q1", "2018", "2019", "2019-Q3"):
+        measured = shares[f"traffic_share_AS20485_{period}"]["value"]
+        assert measured == pytest.approx(t["upstream_share"][period]["AS20485"], abs=0.03)
+        unicom = shares[f"traffic_share_AS4837_{period}"]["value"]
+        assert unicom == pytest.approx(t["upstream_share"][period]["AS4837"], abs=0.03)
+    assert "traffic_share_AS20485_2017-Q3" not in shares  # nothing before it appeared
     text = result.summary()
     assert str(result.report.out_dir) in text.splitlines()[-1]
 

@@ -170,6 +170,10 @@ class MrtReader:
                 w.proc.wait()
             for t in threads:
                 t.join(timeout=5)
+            for w in workers:
+                for pipe in (w.proc.stdout, w.proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
         self.records = self._framer.records
         self.problems = self._framer.problems + self.problems
         self.problems.sort(key=_problem_order)
@@ -356,7 +360,12 @@ class MrtReader:
 
     def _locate(self, chunk: _Chunk) -> list[int]:
         """The records of ``chunk`` bgpdump decodes; the others become problems."""
-        records = split_records(chunk.data, chunk.numbers[0], chunk.offsets[0])
+        records = [  # skipped records are not in the chunk: take numbers from framing
+            r._replace(number=n, offset=o)
+            for r, n, o in zip(
+                split_records(chunk.data, 0, 0), chunk.numbers, chunk.offsets, strict=True
+            )
+        ]
         parts = [chunk.pit]
         for i, rec in enumerate(records):
             parts += [marker(i), rec.data]

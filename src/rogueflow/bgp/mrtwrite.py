@@ -19,6 +19,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import operator
 import socket
 import struct
 from collections.abc import Sequence
@@ -129,9 +130,14 @@ def _prefix(text: str) -> tuple[bool, bytes]:
 
 
 def _check(value: int, hi: int, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= hi:
+    """``value`` as an int in 0..hi (numpy integers welcome), else ConfigError naming it."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = -1
+    if isinstance(value, bool) or not 0 <= number <= hi:
         raise ConfigError(f"{what} {value!r} is out of range 0..{hi}")
-    return value
+    return number
 
 
 def _attr(code: int, value: bytes) -> bytes:
@@ -146,7 +152,7 @@ def _as_path(path: AsPath) -> bytes:
     each nested sequence as one AS_SET (aggregates write ``… 3549 {4237}``)."""
     out, run = [], []
     for hop in [*path, None]:
-        if isinstance(hop, int) and not isinstance(hop, bool):
+        if hop is not None and not isinstance(hop, Sequence):
             run.append(_check(hop, _U32, "AS"))
             continue
         for i in range(0, len(run), 255):
@@ -155,7 +161,7 @@ def _as_path(path: AsPath) -> bytes:
         run = []
         if hop is None:
             continue
-        if isinstance(hop, (str, bytes)) or not isinstance(hop, Sequence) or not 0 < len(hop) < 256:
+        if isinstance(hop, (str, bytes)) or not 0 < len(hop) < 256:
             raise ConfigError(f"AS path element {hop!r} is neither an AS nor a set of 1..255 ASes")
         members = [_check(asn, _U32, "AS") for asn in hop]
         out.append(struct.pack(f">BB{len(members)}I", AS_SET, len(members), *members))
@@ -197,6 +203,14 @@ def _v6_next_hop(text: str) -> bytes:
     """An IPv6 next hop; IPv4 becomes IPv4-mapped IPv6 as in RFC 4798."""
     raw = _ip(text, "next hop")
     return raw if len(raw) == 16 else b"\0" * 10 + b"\xff\xff" + raw
+
+
+def _hashable_key(v6: bool, e: RibEntry) -> tuple[object, ...]:
+    """The attribute cache key of an entry given with lists instead of tuples."""
+    path = tuple(tuple(h) if isinstance(h, Sequence) else h for h in e.as_path)
+    comms = tuple(tuple(c) for c in e.communities)
+    aggr = None if e.aggregator is None else tuple(e.aggregator)
+    return (v6, path, e.next_hop, e.origin, e.med, e.local_pref, comms, e.atomic_aggregate, aggr)
 
 
 class MrtWriter:
@@ -256,20 +270,20 @@ class MrtWriter:
             raise ConfigError("write a peer index table (with at least one peer) before RIBs")
         if not entries or len(entries) > 0xFFFF:
             raise ConfigError(f"a RIB record for {prefix} needs 1..65535 entries")
+        _check(ts, _U32, "timestamp")
         v6, nlri = _prefix(prefix)
         addpath = any(e.path_id is not None for e in entries)
         parts = [struct.pack(">I", self._seq), nlri, struct.pack(">H", len(entries))]
         cache, npeers = self._attrs, self._peers
         for e in entries:
             peer, path, hop, origin, originated, med, pref, comms, path_id, atomic, aggr = e
-            if not (isinstance(peer, int) and 0 <= peer < npeers):
-                raise ConfigError(f"peer index {peer!r} is not in the peer table (0..{npeers - 1})")
+            if type(peer) is not int or not 0 <= peer < npeers:
+                peer = _check(peer, npeers - 1, "peer index (position in the peer table)")
             key: tuple[object, ...] = (v6, path, hop, origin, med, pref, comms, atomic, aggr)
             try:
                 blob = cache.get(key)
             except TypeError:  # lists in the path or communities: a hashable copy
-                path = tuple(h if isinstance(h, int) else tuple(h) for h in path)
-                key = (v6, path, hop, origin, med, pref, tuple(map(tuple, comms)), atomic, aggr)
+                key = _hashable_key(v6, e)
                 blob = cache.get(key)
             if blob is None:
                 blob = self._rib_attrs(key, e)
@@ -394,7 +408,7 @@ class MrtWriter:
 def open_mrt_output(path: Path) -> BinaryIO:
     """A buffered binary file for MRT records: gzip for ``.gz``, bzip2 for ``.bz2``.
 
-    gzip uses level 6 and no timestamp, so the same records give the same bytes.
+    gzip uses level 6 and no timestamp: rewriting a file gives the same bytes.
     Large buffers matter: the compressors cost a Python call per ``write``.
     """
     path = Path(path)

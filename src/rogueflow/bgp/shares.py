@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -84,10 +84,25 @@ def territory_routing(ws: Workspace, t: Territory, first: date, last: date) -> R
         ]
     finally:
         store.close()
-    intervals = [iv for iv in build_timeline(routes, peers) if _own(iv, t)]
+    intervals = _carriers([iv for iv in build_timeline(routes, peers) if _own(iv, t)], t)
     weights = day_weights(intervals, first, last)
     changes = upstream_changes(intervals, SETTLE)
     return Routing(intervals, weights, changes, sources)
+
+
+def _carriers(intervals: list[Interval], t: Territory) -> list[Interval]:
+    """Space assigned by a provider (origin outside the territory's ASes) is carried by
+    that provider: its upstream is the origin, whatever the collector peer's path."""
+    own = {a.asn for a in t.asns}
+    merged: dict[tuple[Any, ...], Interval] = {}
+    for iv in intervals:
+        if iv.origin_asn is not None and iv.origin_asn not in own:
+            iv = replace(iv, upstream_asn=iv.origin_asn)
+        key = (iv.prefix, iv.origin_asn, iv.upstream_asn, iv.valid_from, iv.valid_to)
+        if key in merged:
+            iv = replace(iv, peers=merged[key].peers + iv.peers)
+        merged[key] = iv
+    return sorted(merged.values(), key=lambda iv: (iv.prefix_lo, iv.valid_from))
 
 
 def _own(iv: Interval, t: Territory) -> bool:
@@ -170,7 +185,7 @@ def _spread(
 ) -> None:
     """Bytes per (day, most specific covering prefix), split by that day's weights."""
     days = np.asarray(traffic["day"].to_pylist(), dtype="datetime64[D]")
-    hi64, lo64 = addr.to_u64_pair(traffic["internal_addr"])
+    hi64, lo64 = addr.to_u64_pair(traffic["internal_addr"].combine_chunks().cast(pa.binary(16)))
     nbytes = np.asarray(traffic["bytes"].to_numpy(zero_copy_only=False), dtype=np.float64)
     nflows = np.asarray(traffic["flows"].to_numpy(zero_copy_only=False), dtype=np.float64)
     prefixes = sorted(

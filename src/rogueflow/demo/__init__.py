@@ -2,8 +2,9 @@
 
 The simulator writes real Zeek logs (``zeek/conn.YYYY-MM.log.gz`` with their
 ``dns``/``ssl`` companions) and, beside them, ``ground_truth.json`` measured
-from the generated rows, ``events.csv`` and ``upstreams.csv``. The report built
-from the ingested logs can then be checked against the truth.
+from the generated rows, ``events.csv``, and ``bgp/`` with the MRT dumps a route
+collector would have written (:mod:`rogueflow.demo.routing`). The report built
+from the ingested logs and routes can then be checked against the truth.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from rogueflow.bgp.store import BgpStore
 from rogueflow.demo import scenario
+from rogueflow.demo.routing import write_mrt
 from rogueflow.demo.simulate import Plan, build_plan, generate_month
 from rogueflow.demo.truth import KP_RANGES, MonthStats, finalise, summarise
 from rogueflow.demo.zeekwriter import write_month
@@ -115,10 +118,7 @@ def generate(out: Path, *, scale: str, seed: int, workers: int | None = None) ->
         w = csv.writer(fh)
         w.writerow(["date", "label"])
         w.writerows((d.isoformat(), label) for d, label in scenario.EVENTS)
-    with open(out / "upstreams.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["date", "prefix", "upstream_asn", "share"])
-        w.writerows((d.isoformat(), p, asn, share) for d, p, asn, share in scenario.UPSTREAMS)
+    write_mrt(out / "bgp")
     return truth
 
 
@@ -142,6 +142,12 @@ def run_demo(ws: Workspace, *, scale: str, seed: int, out: Path | None, quiet: b
     truth = generate(target, scale=scale, seed=seed)
     elapsed = time.perf_counter() - t0
     ingest_paths(ws, [target / "zeek"], fmt="zeek-conn", quiet=quiet)
+    bgp = BgpStore(ws)
+    try:
+        for mrt in sorted((target / "bgp").iterdir()):
+            bgp.ingest(mrt)
+    finally:
+        bgp.close()
     from rogueflow.report import build_report  # being written alongside; imported late
 
     report = build_report(

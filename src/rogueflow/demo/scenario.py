@@ -902,16 +902,6 @@ EVENTS: tuple[tuple[date, str], ...] = tuple(
     )
 )
 
-#: upstream of each announced watched prefix (the BGP view arrives later as MRT dumps)
-UPSTREAMS: tuple[tuple[date, str, int, float], ...] = (
-    (D(2017, 1, 1), "175.45.176.0/22", 4837, 1.0),
-    (D(2017, 10, 1), "175.45.176.0/22", 4837, 0.64),
-    (D(2017, 10, 1), "175.45.176.0/22", 20485, 0.36),
-    (D(2019, 1, 1), "175.45.176.0/22", 4837, 0.55),
-    (D(2019, 1, 1), "175.45.176.0/22", 20485, 0.45),
-    (D(2017, 1, 1), "210.52.109.0/24", 4837, 1.0),
-)
-
 #: collection gaps: UTC days the sensor recorded nothing (drawn per seed, this many per year)
 GAPS_PER_YEAR = 5
 

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rogueflow.demo import scenario as sc
+from rogueflow.demo.routing import carrier_weights
 from rogueflow.demo.simulate import DAY_US, HOUR_US, REJ, S0, SF, Flows, Plan, to_local
 
 EPOCH = date(1970, 1, 1)
@@ -70,7 +71,7 @@ class MonthStats:
         self.stream_bytes = np.zeros((s, d), np.int64)
         self.stream_bh = np.zeros((s, d), np.int64)
         self.net_year = np.zeros((3, len(sc.NETS)), np.int64)
-        self.prefix_month_bytes: dict[tuple[int, str], int] = {}
+        self.carried: dict[tuple[str, int], float] = {}  # (UTC quarter or year, AS) -> bytes
         self.hosts_utc_year: dict[int, set[int]] = {}
         self.servers: dict[tuple[int, int], int] = {}
         self.probes: dict[tuple[int, int], int] = {}
@@ -80,8 +81,8 @@ class MonthStats:
         self.all_flows += o.all_flows
         for name in _ARRAYS:
             getattr(self, name).__iadd__(getattr(o, name))
-        for k, v in o.prefix_month_bytes.items():
-            self.prefix_month_bytes[k] = self.prefix_month_bytes.get(k, 0) + v
+        for k, v in o.carried.items():
+            self.carried[k] = self.carried.get(k, 0.0) + v
         for y, hs in o.hosts_utc_year.items():
             self.hosts_utc_year.setdefault(y, set()).update(hs)
         for k2, t in o.servers.items():
@@ -145,12 +146,19 @@ def summarise(plan: Plan, f: Flows) -> MonthStats:
     uyears = udays.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     for y in np.unique(uyears):
         st.hosts_utc_year[int(y)] = set(np.unique(inside[uyears == y]).tolist())
-    pidx = np.where(pi_o[kp] >= 0, pi_o[kp], pi_r[kp])
-    months = ldays.astype("datetime64[D]").astype("datetime64[M]").astype(str)
-    for p in np.unique(pidx):
-        for mo in np.unique(months[pidx == p]):
-            sel = (pidx == p) & (months == mo)
-            st.prefix_month_bytes[(int(p), str(mo))] = int(b[sel].sum())
+    # bytes per carrier: the flow's /24 split over its upstreams by the demo's BGP view
+    uday = udays.astype("datetime64[D]")
+    quarter = np.char.add(
+        np.char.add(uday.astype("datetime64[Y]").astype(str), "-Q"),
+        ((uday.astype("datetime64[M]").astype(np.int64) % 12) // 3 + 1).astype(str),
+    )
+    year = uday.astype("datetime64[Y]").astype(str)
+    for asn, w in carrier_weights(inside.astype(np.uint32), ts).items():
+        for labels in (quarter, year):
+            for label in np.unique(labels):
+                sel = labels == label
+                key = (str(label), int(asn))
+                st.carried[key] = st.carried.get(key, 0.0) + float((b[sel] * w[sel]).sum())
     state = f.state[kp]
     inbound = (pi_r[kp] >= 0) & (pi_o[kp] < 0)
     resp_p = f.resp_p[kp]
@@ -436,26 +444,15 @@ def _probing(st: MonthStats) -> list[dict[str, Any]]:
     return out
 
 
-def _upstreams(st: MonthStats) -> dict[str, Any]:
-    periods = {"2018-01..2018-03": ("2018-01", "2018-03"), "2019": ("2019-01", "2019-11")}
-    out: dict[str, Any] = {}
-    for label, (lo, hi) in periods.items():
-        ttk = tot = 0.0
-        for (p, mo), b in st.prefix_month_bytes.items():
-            if not lo <= mo <= hi:
-                continue
-            prefix = sc.KP_PREFIXES[p]
-            rows = [r for r in sc.UPSTREAMS if r[1] == prefix and r[0].isoformat()[:7] <= mo]
-            if not rows:
-                continue
-            latest = max(r[0] for r in rows)
-            shares = {r[2]: r[3] for r in rows if r[0] == latest}
-            ttk += b * shares.get(20485, 0.0)
-            tot += b
-        out[label] = {
-            "AS20485": ttk / tot if tot else None,
-            "AS4837": 1 - ttk / tot if tot else None,
-        }
+def _upstreams(st: MonthStats) -> dict[str, dict[str, float]]:
+    """Per UTC quarter and year: each carrier's share of the routed bytes."""
+    totals: dict[str, float] = {}
+    for (label, _asn), v in st.carried.items():
+        totals[label] = totals.get(label, 0.0) + v
+    out: dict[str, dict[str, float]] = {}
+    for (label, asn), v in sorted(st.carried.items()):
+        if totals[label] > 0:
+            out.setdefault(label, {})[f"AS{asn}"] = v / totals[label]
     return out
 
 
