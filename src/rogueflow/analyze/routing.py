@@ -15,10 +15,13 @@ in the analysis' place instead of guessing from flows.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
-from rogueflow.analyze.base import AnalysisOutput, provenance
+import pyarrow as pa
+
+from rogueflow.analyze.base import AnalysisOutput, _fixed, provenance
 from rogueflow.analyze.context import VIEW, Scope
 from rogueflow.bgp.shares import Routing, Shares, compute_shares, territory_routing
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
@@ -33,6 +36,17 @@ ROUTE_METHOD = "mean over days and announced prefixes of each upstream's share o
 MIN_COVERAGE = 0.9
 
 
+def traffic_by_address(scope: Scope) -> pa.Table:
+    """Bytes and flows per UTC day and inside address: what the upstream split weighs."""
+    return scope.query(
+        "traffic per day and inside address",
+        f"""
+        SELECT day, internal_addr, sum(flow_bytes) AS bytes, count(*) AS flows
+        FROM {VIEW} GROUP BY day, internal_addr
+        """,
+    )
+
+
 class UpstreamRouting:
     id = "routing"
     title = "Upstreams"
@@ -44,13 +58,7 @@ class UpstreamRouting:
         if routing.empty:
             return out
         with scope.trace() as used:
-            traffic = scope.query(
-                "traffic per day and inside address",
-                f"""
-                SELECT day, internal_addr, sum(flow_bytes) AS bytes, count(*) AS flows
-                FROM {VIEW} GROUP BY day, internal_addr
-                """,
-            )
+            traffic = traffic_by_address(scope)
         quarters = compute_shares(routing, traffic, "quarter")
         years = compute_shares(routing, traffic, "year")
         prov = provenance(scope, used)
@@ -277,28 +285,19 @@ def _full_quarter_after(period: str, news: list[Any]) -> bool:
 
 
 def _with_bgp(prov: Any, routing: Routing) -> Any:
-    from dataclasses import replace
-
-    refs = tuple(prov.reference_data) + tuple(
-        {
-            "kind": "bgp-mrt",
-            "id": s["source_id"],
+    """The provenance plus every MRT file of the BGP store, with the span it covers."""
+    refs = [
+        _fixed("bgp-mrt", s["source_id"], s["path"], s["sha256"])
+        | {
             "label": s["path"],
             "name": s["path"].rsplit("/", 1)[-1],
-            "source": s["path"],
-            "sha256": s["sha256"],
             "valid_from": s["first_ts"],
             "valid_to": s["last_ts"],
             "validity": f"{s['first_ts']} .. {s['last_ts']}",
-            "retrieved_at": None,
-            "removed": False,
-            "flows": None,
-            "first_day": None,
-            "last_day": None,
         }
         for s in routing.sources
-    )
-    return replace(prov, reference_data=refs)
+    ]
+    return replace(prov, reference_data=(*prov.reference_data, *refs))
 
 
 def _chart(quarters: Shares, names: dict[int | None, str]) -> dict[str, Any]:

@@ -59,14 +59,16 @@ class Record(NamedTuple):  # a tuple: one is made per record, millions per file
         return self.type == TABLE_DUMP_V2 and self.subtype == PEER_INDEX_TABLE
 
 
-def split_records(data: bytes, first: int, offset: int) -> list[Record]:
-    """Records of a run of whole records (a chunk already framed once)."""
+def split_records(data: bytes, numbers: list[int], offsets: list[int]) -> list[Record]:
+    """Records of a run of whole records framed once before (a chunk), given the numbers
+    and offsets framing gave them (skipped records are not in the run, so the numbers
+    need not be consecutive)."""
     out: list[Record] = []
     at = 0
-    while at + HEADER.size <= len(data):
+    for number, offset in zip(numbers, offsets, strict=True):
         _ts, mrt_type, subtype, length = HEADER.unpack_from(data, at)
         end = at + HEADER.size + length
-        out.append(Record(first + len(out), offset + at, mrt_type, subtype, data[at:end]))
+        out.append(Record(number, offset, mrt_type, subtype, data[at:end]))
         at = end
     return out
 

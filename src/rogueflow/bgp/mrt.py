@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from rogueflow import addr
-from rogueflow.bgp.frame import HEADER, PEER_INDEX_TABLE, TABLE_DUMP_V2, Framer, split_records
+from rogueflow.bgp.frame import HEADER, Framer, split_records
 from rogueflow.errors import InputError, MissingDependency
 
 MARKER_AS = 0xFFFFFFFF  # reserved (RFC 7300): never a real peer
@@ -178,13 +178,17 @@ class MrtReader:
         self.problems = self._framer.problems + self.problems
         self.problems.sort(key=_problem_order)
 
+    def _command(self) -> list[str]:
+        """bgpdump reading stdin: one line per route (-m), -p numbering, warnings on stderr."""
+        return [self.binary, "-m", "-p", "-v", "-"]
+
     def _spawn(self, index: int) -> _Worker:
         proc = subprocess.Popen(
-            [self.binary, "-m", "-p", "-v", "-"],
+            self._command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+            env=_env(),
         )
         assert proc.stdin is not None
         return _Worker(index, proc, proc.stdin)
@@ -197,7 +201,7 @@ class MrtReader:
             parts: list[bytes] = []
             size = 0
             for rec in self._framer:
-                if rec.type == TABLE_DUMP_V2 and rec.subtype == PEER_INDEX_TABLE:
+                if rec.is_peer_index:
                     chunk = self._send(chunk, parts, workers, pit)
                     parts, size = [], 0
                     pit = rec.data  # the latest table rules what follows
@@ -239,9 +243,9 @@ class MrtReader:
     def _stderr(self, w: _Worker) -> None:
         assert w.proc.stderr is not None
         for raw in w.proc.stderr:
-            line = raw.decode("utf-8", "replace").strip()
-            if line and "[info]" not in line and len(w.stderr) < _STDERR_KEEP:
-                w.stderr.append(line.split("] ", 1)[-1])
+            message = _warning(raw.decode("utf-8", "replace"))
+            if message and len(w.stderr) < _STDERR_KEEP:
+                w.stderr.append(message)
 
     def _drain(self, w: _Worker, out: queue.Queue[Any]) -> None:
         """Parse one bgpdump's output as it arrives; hand on the rows of closed chunks."""
@@ -360,22 +364,13 @@ class MrtReader:
 
     def _locate(self, chunk: _Chunk) -> list[int]:
         """The records of ``chunk`` bgpdump decodes; the others become problems."""
-        records = [  # skipped records are not in the chunk: take numbers from framing
-            r._replace(number=n, offset=o)
-            for r, n, o in zip(
-                split_records(chunk.data, 0, 0), chunk.numbers, chunk.offsets, strict=True
-            )
-        ]
+        records = split_records(chunk.data, chunk.numbers, chunk.offsets)
         parts = [chunk.pit]
         for i, rec in enumerate(records):
             parts += [marker(i), rec.data]
         parts.append(marker(len(records)))
         run = subprocess.run(
-            [self.binary, "-m", "-p", "-v", "-"],
-            input=b"".join(parts),
-            capture_output=True,
-            timeout=300,
-            env={**os.environ, "TZ": "UTC", "LC_ALL": "C"},
+            self._command(), input=b"".join(parts), capture_output=True, timeout=300, env=_env()
         )
         marks: list[tuple[int, int]] = []
         for line in run.stdout.decode("utf-8", "replace").splitlines():
@@ -383,15 +378,8 @@ class MrtReader:
             if len(f) == 8 and f[3] == "STATE" and f[5] == str(MARKER_AS):
                 marks.append((int(f[2]), int(f[1])))
         got = dict(marks)
-        why = "; ".join(
-            sorted(
-                {
-                    x.split("] ", 1)[-1]
-                    for x in run.stderr.decode("utf-8", "replace").splitlines()
-                    if x.strip() and "[info]" not in x
-                }
-            )[:3]
-        )
+        lines = run.stderr.decode("utf-8", "replace").splitlines()
+        why = "; ".join(sorted({m for m in map(_warning, lines) if m})[:3])
         ok = []
         for i, rec in enumerate(records):
             if i in got and i + 1 in got and got[i + 1] - got[i] == 2:
@@ -408,6 +396,18 @@ class MrtReader:
                         )
                     )
         return ok
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TZ": "UTC", "LC_ALL": "C"}  # bgpdump formats times and numbers
+
+
+def _warning(line: str) -> str:
+    """bgpdump's message without its log prefix; "" for blank lines and [info] chatter."""
+    line = line.strip()
+    if not line or "[info]" in line:
+        return ""
+    return line.split("] ", 1)[-1]
 
 
 def _write(w: _Worker, data: bytes) -> None:

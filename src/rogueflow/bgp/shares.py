@@ -64,8 +64,11 @@ class Routing:
         return not self.intervals
 
 
-def territory_routing(ws: Workspace, t: Territory, first: date, last: date) -> Routing:
-    """Timeline, day weights and upstream changes of the territory's own prefixes."""
+def territory_routing(
+    ws: Workspace, t: Territory, first: date | None = None, last: date | None = None
+) -> Routing:
+    """Timeline, day weights and upstream changes of the territory's own prefixes, the
+    weights over [first, last] (default: from the first route to today)."""
     store = BgpStore(ws)
     try:
         ranges = [p.range for p in t.prefixes]
@@ -85,7 +88,9 @@ def territory_routing(ws: Workspace, t: Territory, first: date, last: date) -> R
     finally:
         store.close()
     intervals = _carriers([iv for iv in build_timeline(routes, peers) if _own(iv, t)], t)
-    weights = day_weights(intervals, first, last)
+    if first is None:
+        first = min((iv.valid_from.date() for iv in intervals), default=date.today())
+    weights = day_weights(intervals, first, last or date.today())
     changes = upstream_changes(intervals, SETTLE)
     return Routing(intervals, weights, changes, sources)
 
@@ -192,10 +197,9 @@ def _spread(
         {(w.prefix, w.prefix_lo, w.prefix_hi) for w in routing.weights},
         key=lambda p: _size(p[1], p[2]),
     )  # most specific first
+    bounds = [(_u64(plo), _u64(phi)) for _p, plo, phi in prefixes]  # once, not per row
     match = np.full(len(days), -1, dtype=np.int64)
-    for i, (_p, plo, phi) in enumerate(prefixes):
-        a_hi, a_lo = _u64(plo)
-        b_hi, b_lo = _u64(phi)
+    for i, ((a_hi, a_lo), (b_hi, b_lo)) in enumerate(bounds):
         ge = (hi64 > a_hi) | ((hi64 == a_hi) & (lo64 >= a_lo))
         le = (hi64 < b_hi) | ((hi64 == b_hi) & (lo64 <= b_lo))
         match[(match < 0) & ge & le] = i
@@ -211,32 +215,35 @@ def _spread(
         live = day_set.get(d, set())
         if not live:
             continue
-        rows = np.flatnonzero(sel)
-        for r in rows:
-            p = _best(int(match[r]), hi64[r], lo64[r], prefixes, live)
-            if p < 0:
-                continue
-            covered[label] += float(nbytes[r])
+        # bytes and flows per prefix first, then one split per prefix by its weights
+        per_prefix: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for r in np.flatnonzero(sel):
+            p = _best(int(match[r]), (int(hi64[r]), int(lo64[r])), bounds, live)
+            if p >= 0:
+                per_prefix[p][0] += float(nbytes[r])
+                per_prefix[p][1] += float(nflows[r])
+        for p, (b, f) in per_prefix.items():
+            covered[label] += b
             for w in by_day[d]:
                 if index[w.prefix] == p:
                     acc = traffic_acc[(label, w.upstream_asn)]
-                    acc[0] += float(nbytes[r]) * w.weight
-                    acc[1] += float(nflows[r]) * w.weight
+                    acc[0] += b * w.weight
+                    acc[1] += f * w.weight
 
 
 def _best(
-    first: int, hi: Any, lo: Any, prefixes: Sequence[tuple[str, bytes, bytes]], live: set[int]
+    first: int,
+    address: tuple[int, int],
+    bounds: Sequence[tuple[tuple[int, int], tuple[int, int]]],
+    live: set[int],
 ) -> int:
-    if first < 0:
-        return -1
-    if first in live:
+    """The first prefix from ``first`` on (most specific first) announced that day and
+    covering ``address``; -1 when none is."""
+    if first < 0 or first in live:
         return first
-    for i in range(first + 1, len(prefixes)):
-        if i in live:
-            a_hi, a_lo = _u64(prefixes[i][1])
-            b_hi, b_lo = _u64(prefixes[i][2])
-            if (a_hi, a_lo) <= (int(hi), int(lo)) <= (b_hi, b_lo):
-                return i
+    for i in range(first + 1, len(bounds)):
+        if i in live and bounds[i][0] <= address <= bounds[i][1]:
+            return i
     return -1
 
 

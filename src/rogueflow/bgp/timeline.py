@@ -146,6 +146,12 @@ def build_timeline(routes: pa.Table, dump_peers: pa.Table) -> list[Interval]:
                 if k not in open_:
                     open_[k] = (peers, n_total, when)
 
+    def drop(keys: Iterable[Key], touched: set[str]) -> None:
+        for key in list(keys):
+            del state[key]
+            by_prefix[key[2]].discard(key)
+            touched.add(key[2])
+
     cols = {c: routes[c].to_pylist() for c in routes.column_names}
     n = routes.num_rows
     i = 0
@@ -163,10 +169,7 @@ def build_timeline(routes: pa.Table, dump_peers: pa.Table) -> list[Interval]:
         for fname, rows in dumped.items():
             peers = dumps.get((fname, ts), set())
             latest_dump[fname] = peers
-            for key in [k for k in state if (k[0], k[1]) in peers]:
-                del state[key]
-                by_prefix[key[2]].discard(key)
-                touched.add(key[2])
+            drop([k for k in state if (k[0], k[1]) in peers], touched)
             for r in rows:
                 touched.add(_apply_announce(cols, r, state, by_prefix, bounds))
         for r in range(i, j):
@@ -177,15 +180,9 @@ def build_timeline(routes: pa.Table, dump_peers: pa.Table) -> list[Interval]:
                 touched.add(_apply_announce(cols, r, state, by_prefix, bounds))
             elif kind == "W":
                 key = (*peer, cols["prefix"][r], cols["path_id"][r] or 0)
-                if key in state:
-                    del state[key]
-                    by_prefix[key[2]].discard(key)
-                    touched.add(key[2])
+                drop([key] if key in state else [], touched)
             elif kind == "STATE" and cols["new_state"][r] != ESTABLISHED:
-                for key in [k for k in state if (k[0], k[1]) == peer]:
-                    del state[key]
-                    by_prefix[key[2]].discard(key)
-                    touched.add(key[2])
+                drop([k for k in state if (k[0], k[1]) == peer], touched)
         settle(touched, ts)
         i = j
     for (prefix, o, u), (count, tot, since) in open_.items():

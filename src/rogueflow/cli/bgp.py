@@ -11,7 +11,7 @@ from datetime import date, datetime
 import click
 
 from rogueflow.cli.common import Ctx, handle_errors, pass_ctx, territory_options, window_options
-from rogueflow.errors import ConfigError
+from rogueflow.errors import ConfigError, RogueflowError
 
 
 @click.group()
@@ -144,9 +144,9 @@ def upstreams(
 ) -> None:
     """Route share and traffic-weighted share per upstream per period, and changes."""
     from rogueflow import settings
-    from rogueflow.analyze.context import VIEW, load_profile, open_scope
-    from rogueflow.bgp.shares import SETTLE, compute_shares, territory_routing
-    from rogueflow.bgp.timeline import upstream_changes
+    from rogueflow.analyze.context import load_profile, open_scope
+    from rogueflow.analyze.routing import traffic_by_address
+    from rogueflow.bgp.shares import compute_shares, territory_routing
 
     code = settings.resolve("territory", territory, c.ws.config) if not territory_file else None
     profile = load_profile(code, territory_file)
@@ -156,27 +156,20 @@ def upstreams(
     hi: date | None = end.date() if end else None
     try:
         scope = open_scope(c.ws, profile, lo, hi)
-    except Exception as exc:  # no flows: routes alone still answer
+    except RogueflowError as exc:  # no flows: routes alone still answer
         c.say(f"no traffic weighting: {exc}")
         scope = None
     if scope is not None:
         try:
-            traffic = scope.query(
-                "traffic per day and inside address",
-                f"SELECT day, internal_addr, sum(flow_bytes) AS bytes, count(*) AS flows "
-                f"FROM {VIEW} GROUP BY day, internal_addr",
-            )
+            traffic = traffic_by_address(scope)
             lo, hi = scope.start, scope.end
         finally:
             scope.close()
-    routing = territory_routing(c.ws, t, lo or date(1990, 1, 1), hi or date.today())
+    routing = territory_routing(c.ws, t, lo, hi)
     if routing.empty:
         raise ConfigError(f"the BGP store has no route for {t.name}; run `rogueflow bgp ingest`")
-    if lo is None or hi is None:
-        days = [w.day for w in routing.weights]
-        routing = territory_routing(c.ws, t, min(days), max(days))
     shares = compute_shares(routing, traffic, period)
-    changes = upstream_changes(routing.intervals, SETTLE)
+    changes = routing.changes
     if as_json:
         click.echo(
             json.dumps(
