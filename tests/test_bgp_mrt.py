@@ -495,7 +495,8 @@ def test_rib_generic_records_are_reported(shared: Path) -> None:
 
 
 @pytest.mark.xfail(
-    reason="known reader bug (issue 4 note): a chunk whose records print no line is never checked for gaps",
+    reason="reader bug, see the issue 4 note: "
+    "a chunk whose records print no line is never checked for gaps",
     strict=False,
 )
 def test_file_of_only_undecodable_records(shared: Path, tmp_path: Path) -> None:
@@ -639,7 +640,8 @@ CORRUPTIONS = [
 
 
 @pytest.mark.xfail(
-    reason="known reader bug (issue 4 note): bgpdump's warnings on corrupt attributes are not yet turned into problems",
+    reason="reader bug, see the issue 4 note: "
+    "bgpdump's warnings on corrupt attributes are not yet turned into problems",
     strict=False,
 )
 @pytest.mark.parametrize(("what", "delta", "value"), CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
@@ -671,7 +673,8 @@ def test_corrupt_path_attribute(
 
 
 @pytest.mark.xfail(
-    reason="known reader bug (issue 4 note): a real STATE_CHANGE from AS 4294967295 is taken for a chunk marker",
+    reason="reader bug, see the issue 4 note: "
+    "a real STATE_CHANGE from AS 4294967295 is taken for a chunk marker",
     strict=False,
 )
 def test_state_change_from_the_marker_as(
@@ -696,7 +699,8 @@ def test_state_change_from_the_marker_as(
 
 
 @pytest.mark.xfail(
-    reason="known reader bug (issue 4 note): a bgpdump crash surfaces as ArrowInvalid and loses the file",
+    reason="reader bug, see the issue 4 note: "
+    "a bgpdump crash surfaces as ArrowInvalid and loses the file",
     strict=False,
 )
 def test_rib_entry_naming_a_missing_peer(shared: Path, tmp_path: Path) -> None:
@@ -774,7 +778,8 @@ def test_record_numbers_of_a_table_dump_v1(shared: Path) -> None:
 
 
 @pytest.mark.xfail(
-    reason="known reader bug (issue 4 note): chunks of only undecodable records are not checked (same bug as above)",
+    reason="reader bug, see the issue 4 note: "
+    "chunks of only undecodable records are not checked (same bug as above)",
     strict=False,
 )
 @pytest.mark.parametrize(
@@ -850,7 +855,8 @@ def check_robust(path: Path, original: list[Rec] | None, good: dict[int, list[Ro
 
 
 @pytest.mark.xfail(
-    reason="known reader bug (issue 4 note): a bgpdump crash on mutated input surfaces as ArrowInvalid",
+    reason="reader bug, see the issue 4 note: "
+    "a bgpdump crash on mutated input surfaces as ArrowInvalid",
     strict=False,
 )
 @settings(
