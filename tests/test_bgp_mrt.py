@@ -494,11 +494,6 @@ def test_rib_generic_records_are_reported(shared: Path) -> None:
     assert t.num_rows == 31
 
 
-@pytest.mark.xfail(
-    reason="reader bug, see the issue 4 note: "
-    "a chunk whose records print no line is never checked for gaps",
-    strict=False,
-)
 def test_file_of_only_undecodable_records(shared: Path, tmp_path: Path) -> None:
     """Every record bgpdump cannot decode is reported, also when none of a chunk's records
     gives a line (here: quagga_bgp's seven ROUTE-REFRESH messages and nothing else)."""
@@ -639,11 +634,6 @@ CORRUPTIONS = [
 ]
 
 
-@pytest.mark.xfail(
-    reason="reader bug, see the issue 4 note: "
-    "bgpdump's warnings on corrupt attributes are not yet turned into problems",
-    strict=False,
-)
 @pytest.mark.parametrize(("what", "delta", "value"), CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
 def test_corrupt_path_attribute(
     tmp_path: Path,
@@ -672,11 +662,6 @@ def test_corrupt_path_attribute(
     assert got == {k: v for k, v in good.items() if k != victim.number}
 
 
-@pytest.mark.xfail(
-    reason="reader bug, see the issue 4 note: "
-    "a real STATE_CHANGE from AS 4294967295 is taken for a chunk marker",
-    strict=False,
-)
 def test_state_change_from_the_marker_as(
     tmp_path: Path, updates: tuple[list[Rec], dict[int, list[Row]]]
 ) -> None:
@@ -698,11 +683,6 @@ def test_state_change_from_the_marker_as(
     assert got == renumbered({k: v for k, v in good.items() if k <= 39}, 11, 1)
 
 
-@pytest.mark.xfail(
-    reason="reader bug, see the issue 4 note: "
-    "a bgpdump crash surfaces as ArrowInvalid and loses the file",
-    strict=False,
-)
 def test_rib_entry_naming_a_missing_peer(shared: Path, tmp_path: Path) -> None:
     """bgpdump aborts (assertion) on a RIB entry whose peer index is past the peer table."""
     src = shared_file(shared, "mrtparse/openbgpd_rib_table-v2")
@@ -722,6 +702,70 @@ def test_rib_entry_naming_a_missing_peer(shared: Path, tmp_path: Path) -> None:
     assert {k: v for k, v in got.items() if k != victim.number} == {
         k: v for k, v in by_record(t0).items() if k != victim.number
     }
+
+
+def test_crash_mid_file_with_small_chunks(
+    shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bgpdump that aborts in its second chunk is given up: that chunk and every later
+    one of its worker are read carefully; only the record it aborted on is lost."""
+    src = shared_file(shared, "mrtparse/openbgpd_rib_table-v2")
+    records, _ = walk(src.read_bytes())
+    _, t0 = read(src)
+    victim = records[5]
+    assert (victim.type, victim.subtype) == (13, 2)
+    plen = victim.data[HEADER.size + 4]
+    data = bytearray(victim.data)
+    struct.pack_into(">H", data, HEADER.size + 4 + 1 + (plen + 7) // 8 + 2, 0x7777)
+    path = tmp_path / "bad_peer_index.mrt"
+    path.write_bytes(join(records[:5]) + bytes(data) + join(records[6:]))
+    monkeypatch.setattr(mrt, "_CHUNK_BYTES", 100)
+    reader, t = read(path, workers=2)
+    assert problem_records(reader) == {victim.number, 23, 24}  # 23, 24: RIB_GENERIC
+    assert any("signal 6" in p.problem for p in reader.problems)
+    assert by_record(t) == {k: v for k, v in by_record(t0).items() if k != victim.number}
+
+
+def test_bad_prefix_line_loses_only_its_record(shared: Path, tmp_path: Path) -> None:
+    """bgpdump prints a TABLE_DUMP mask of 200 as "/200" without a warning: that record is
+    a problem, every other one is kept."""
+    path = shared_file(shared, "bgpdump/bview.20020722.2337.gz")
+    records, _ = walk(decompressed(path))
+    records = records[:3000]
+    victim = records[1500]
+    data = bytearray(victim.data)
+    data[HEADER.size + 8] = 200  # view, sequence, prefix, then the mask
+    bad = tmp_path / "mask200.mrt"
+    bad.write_bytes(join(records[:1500]) + bytes(data) + join(records[1501:]))
+    good_file = tmp_path / "good.mrt"
+    good_file.write_bytes(join(records))
+    _, t0 = read(good_file)
+    reader, t = read(bad)
+    assert wheres(reader) == [f"record {victim.number} (byte {victim.offset})"]
+    assert "/200" in reader.problems[0].problem
+    assert by_record(t) == {k: v for k, v in by_record(t0).items() if k != victim.number}
+
+
+def test_each_problem_names_only_its_own_record(shared: Path, tmp_path: Path) -> None:
+    """One chunk holds ROUTE-REFRESH records (no decoder) and a record with a truncated
+    attribute: each problem carries its own record's message, not the chunk's."""
+    records, _ = walk(shared_file(shared, "mrtparse/quagga_bgp").read_bytes())
+    victim = records[7]  # an UPDATE (record 8)
+    _, kind = bgp_message(victim)
+    assert kind == 2
+    data = bytearray(victim.data)
+    data[bgp_message(victim)[0] + 21] = 0xFF  # total path attribute length
+    path = tmp_path / "mixed.mrt"
+    path.write_bytes(join(records[:7]) + bytes(data) + join(records[8:]))
+    reader, _ = read(path)
+    by_where = {p.where: p.problem for p in reader.problems}
+    assert set(by_where) == {f"record {r.number} (byte {r.offset})" for r in records
+                             if r.number in {8, 27, 28, 29, 30, 31, 32, 33}}  # fmt: skip
+    for where, text in by_where.items():
+        if where.startswith("record 8 "):
+            assert "truncated" in text and "REFRESH" not in text
+        else:
+            assert "REFRESH" in text and "truncated" not in text
 
 
 def test_missing_file_is_an_input_error(tmp_path: Path) -> None:
@@ -777,11 +821,6 @@ def test_record_numbers_of_a_table_dump_v1(shared: Path) -> None:
 # ---- 4. workers and chunks --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="reader bug, see the issue 4 note: "
-    "chunks of only undecodable records are not checked (same bug as above)",
-    strict=False,
-)
 @pytest.mark.parametrize(
     ("name", "chunk"),
     [
@@ -854,11 +893,6 @@ def check_robust(path: Path, original: list[Rec] | None, good: dict[int, list[Ro
         assert got.get(rec.number, []) == good.get(rec.number, []), f"record {rec.number}"
 
 
-@pytest.mark.xfail(
-    reason="reader bug, see the issue 4 note: "
-    "a bgpdump crash on mutated input surfaces as ArrowInvalid",
-    strict=False,
-)
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -914,3 +948,31 @@ def test_fuzz_random_bytes(
     path = tmp_path / "random.mrt"
     path.write_bytes(data)
     check_robust(path, None, None)
+
+
+LINE_FIELDS = st.sampled_from(["BGP4MP", "TABLE_DUMP2", "TABLE_DUMP2_AP", "BGP4MP_ET", "A", "B",
+                               "W", "STATE", "1", "0", "4294967296", "99999999999999999999",
+                               "1.2.3.4", "::1", "1.2.3.4/33", "::/129", "10.0.0.0/8", "x/8",
+                               "1 2 3", "! Error !", "{1,2}", "IGP", "NAG", "AG", "", "-1",
+                               "1027377527.5", "1.2", "256", "fe80::1%eth0"])  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.lists(LINE_FIELDS | st.text(max_size=12), min_size=1, max_size=18)
+                      .map("|".join), max_size=12))  # fmt: skip
+def test_fuzz_bgpdump_lines(lines: list[str]) -> None:
+    """Whatever bgpdump prints, line parsing sorts it into rows and lines of no known
+    shape, and column conversion gives routes or names the bad rows; nothing else."""
+    table, bad = mrt._lines_table(None, lines)
+    assert table.num_rows + len(bad) == len(lines)
+    assert all(0 <= i < len(lines) and lines[i] == text for i, _, text in bad)
+    record = np.arange(1, table.num_rows + 1, dtype=np.uint64)
+    try:
+        batch = mrt._finish(table, record)
+    except mrt._BadRows as exc:
+        assert exc.mask.shape == (table.num_rows,) and exc.mask.any()
+        good = table.filter(pa.array(~exc.mask))
+        if good.num_rows:
+            assert mrt._finish(good, record[~exc.mask]).num_rows == good.num_rows
+    else:
+        assert batch.num_rows == table.num_rows

@@ -7,11 +7,19 @@ frame the file (:mod:`rogueflow.bgp.frame`), hand chunks of records to a few
 bgpdump processes in parallel and parse their one-line output with Arrow.
 
 Each chunk is preceded by a marker record (a STATE_CHANGE from the reserved AS
-4294967295, its timestamp the chunk number), and bgpdump's ``-p`` counter numbers
-the records it decoded, so every route line is tied to its MRT record number
-exactly; a record bgpdump cannot decode shows up as a gap in that count and is
-reported by number. Batches come out in no particular order; ``record`` orders
-them as the file did.
+4294967295 and a random per-reader IPv6 peer address, its timestamp the chunk number),
+and bgpdump's ``-p`` counter numbers every record it decoded, also those that print
+nothing (peer index tables, KEEPALIVE, OPEN, End-of-RIB). So every route line is tied
+to its MRT record exactly, and a chunk is taken as clean only when its count of decoded
+records is right, bgpdump warned about nothing while reading it (stderr goes to a file,
+checked each time a chunk closes), and every line parses. Any other chunk is read again
+carefully (:meth:`MrtReader._careful`): a marker before every record, bgpdump's output
+line-buffered and merged with its warnings, so each warning, odd line, gap or crash
+names its record. Such records become problems and give no routes (bgpdump prints
+garbage such as ``! Error !`` for a corrupt AS path); every other record is kept. A
+bgpdump that crashes or prints unreadable output is given up: its unfinished chunks and
+all later ones of that worker are read carefully. Batches come out in no particular
+order; ``record`` orders them as the file did.
 """
 
 from __future__ import annotations
@@ -19,9 +27,12 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
+import secrets
 import shutil
 import struct
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,14 +45,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from rogueflow import addr
-from rogueflow.bgp.frame import HEADER, Framer, split_records
+from rogueflow.bgp.frame import HEADER, Framer, Record, split_records
 from rogueflow.errors import InputError, MissingDependency
 
-MARKER_AS = 0xFFFFFFFF  # reserved (RFC 7300): never a real peer
+MARKER_AS = 0xFFFFFFFF  # reserved (RFC 7300); the random peer address makes it ours
 _END = 0xFFFFFFFF  # chunk number of the marker that closes a worker's stream
 _CHUNK_BYTES = 1 << 21
 _SMALL_FILE = 1 << 18  # below this (compressed) size one bgpdump is quicker than two
-_STDERR_KEEP = 64
+_WHY_KEEP = 3  # messages quoted in one problem
 
 ROUTES = pa.schema(
     [
@@ -77,6 +88,13 @@ _NAMES = [
     "lp", "med", "comm", "atomic", "aggr", "end",
 ]  # fmt: skip
 _TYPES = {n: pa.string() for n in _NAMES} | {"p": pa.int64(), "peer_as": pa.int64()}
+_PATH_ERROR = "! Error !"
+# bgpdump's warnings that say a record is damaged. Others say it skipped something it does
+# not decode in a sound record (SAFI 128, ROUTE-REFRESH, ...): those only name a gap.
+_DAMAGE = re.compile(
+    r"truncat|error|invalid|incomplete|overflow|exceed|malformed|too (long|short|many)|assert",
+    re.IGNORECASE,
+)  # what bgpdump prints as the AS path of a corrupt one
 
 
 def bgpdump_binary(override: str | None = None) -> str:
@@ -86,21 +104,37 @@ def bgpdump_binary(override: str | None = None) -> str:
     return found
 
 
-def marker(number: int) -> bytes:
-    """A BGP4MP STATE_CHANGE_AS4 from AS 4294967295 whose timestamp is ``number``."""
-    body = struct.pack(">IIHH4s4sHH", MARKER_AS, 0, 0, 1, bytes(4), bytes(4), 0, 0)
-    return HEADER.pack(number, 16, 5, len(body)) + body
+class Marker:
+    """Marker records: a BGP4MP STATE_CHANGE_AS4 from AS 4294967295 whose timestamp is a
+    number and whose peer and local address is a random IPv6 address drawn per reader.
+    A file may hold a STATE_CHANGE from that AS, but not (short of 2**-127) from that
+    address. Its groups are 0x1000-0xffff so bgpdump prints them as plain hex."""
+
+    def __init__(self) -> None:
+        groups = [0x1000 + secrets.randbelow(0xF000) for _ in range(8)]
+        self.peer = b"".join(g.to_bytes(2, "big") for g in groups)
+        self.text = ":".join(f"{g:x}" for g in groups)
+
+    def __call__(self, number: int) -> bytes:
+        body = struct.pack(">IIHH16s16sHH", MARKER_AS, 0, 0, 2, self.peer, self.peer, 0, 0)
+        return HEADER.pack(number, 16, 5, len(body)) + body
+
+    def number(self, line: str) -> int | None:
+        """The marker's number if ``line`` is one of ours."""
+        f = line.split("|")
+        ours = len(f) == 8 and f[3] == "STATE" and f[4] == self.text and f[5] == str(MARKER_AS)
+        return int(f[2]) if ours else None
 
 
 @dataclass
 class _Chunk:
     number: int
     worker: int
+    seq: int = 0  # its place among its worker's chunks (= its marker's)
     numbers: list[int] = field(default_factory=list)  # its records (no PIT), in order
     offsets: list[int] = field(default_factory=list)
     data: bytes = b""  # those records, back to back
-    pit: bytes = b""  # the peer index table in force for it
-    decoded: list[int] | None = None  # record numbers bgpdump decoded, once known
+    pit: Record | None = None  # the peer index table in force for it
 
 
 @dataclass
@@ -108,14 +142,21 @@ class _Worker:
     index: int
     proc: subprocess.Popen[bytes]
     stdin: IO[bytes]
+    err: IO[bytes]  # bgpdump's stderr: a file, so a poll sees every warning written so far
+    err_seen: int = 0
     marks_p: list[int] = field(default_factory=list)  # -p of each marker seen, ascending
     marks_chunk: list[int] = field(default_factory=list)
+    polled: int = 0  # markers seen at the last stderr poll
     slow: list[str] = field(default_factory=list)  # lines of other shapes, filled by the parser
     pending: list[pa.Table] = field(default_factory=list)  # B/A lines, in -p order
     pending_odd: list[pa.Table] = field(default_factory=list)  # other lines, any order
     horizon: int = -1  # every line with a smaller -p has been absorbed
-    freed: int = 0  # markers whose chunks are released
-    stderr: list[str] = field(default_factory=list)
+    done: int = 0  # markers whose chunks are checked and handed on
+    sent: int = 0  # chunks registered for it
+    suspect: list[tuple[int, int]] = field(default_factory=list)  # (first, last) chunk seq
+    bad_p: list[int] = field(default_factory=list)  # -p of lines that did not parse
+    dead: bool = False  # given up: its chunks are read carefully
+    todo: queue.Queue[_Chunk | None] = field(default_factory=lambda: queue.Queue(maxsize=2))
 
 
 class MrtReader:
@@ -135,6 +176,7 @@ class MrtReader:
         self.problems: list[InputError] = []
         self.records = 0
         self.routes = 0
+        self.marker = Marker()
         self._chunks: dict[int, _Chunk] = {}
         self._lock = threading.Lock()
         self._framer = Framer(path)
@@ -149,7 +191,6 @@ class MrtReader:
         threads = [threading.Thread(target=self._feed, args=(workers, out), daemon=True)]
         for w in workers:
             threads.append(threading.Thread(target=self._drain, args=(w, out), daemon=True))
-            threads.append(threading.Thread(target=self._stderr, args=(w,), daemon=True))
         for t in threads:
             t.start()
         done = 0
@@ -165,38 +206,39 @@ class MrtReader:
                     yield item
         finally:
             for w in workers:
+                w.dead = True  # a feeder still running stops waiting on its queue
+                with contextlib.suppress(queue.Empty):
+                    w.todo.get_nowait()
                 if w.proc.poll() is None:
                     w.proc.kill()
                 w.proc.wait()
             for t in threads:
                 t.join(timeout=5)
             for w in workers:
-                for pipe in (w.proc.stdout, w.proc.stderr):
-                    if pipe is not None:
-                        pipe.close()
+                w.err.close()
+                if w.proc.stdout is not None:
+                    w.proc.stdout.close()
         self.records = self._framer.records
-        self.problems = self._framer.problems + self.problems
-        self.problems.sort(key=_problem_order)
+        seen: set[str] = set()
+        found = [p for p in self._framer.problems + self.problems if not _dup(p, seen)]
+        self.problems = sorted(found, key=_problem_order)
 
     def _command(self) -> list[str]:
         """bgpdump reading stdin: one line per route (-m), -p numbering, warnings on stderr."""
         return [self.binary, "-m", "-p", "-v", "-"]
 
     def _spawn(self, index: int) -> _Worker:
+        err = tempfile.TemporaryFile()  # noqa: SIM115 - closed by __iter__
         proc = subprocess.Popen(
-            self._command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=_env(),
+            self._command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=_env()
         )
         assert proc.stdin is not None
-        return _Worker(index, proc, proc.stdin)
+        return _Worker(index, proc, proc.stdin, err)
 
     def _feed(self, workers: list[_Worker], out: queue.Queue[Any]) -> None:
         """Frame the file; send chunks of records, each after a marker, round robin."""
         try:
-            pit = b""
+            pit: Record | None = None
             chunk = _Chunk(0, 0)
             parts: list[bytes] = []
             size = 0
@@ -204,9 +246,8 @@ class MrtReader:
                 if rec.is_peer_index:
                     chunk = self._send(chunk, parts, workers, pit)
                     parts, size = [], 0
-                    pit = rec.data  # the latest table rules what follows
-                    chunk.pit = pit
-                    for w in workers:
+                    pit = chunk.pit = rec  # the latest table rules what follows
+                    for w in workers:  # bgpdump's -p does not count it
                         _write(w, rec.data)
                     continue
                 chunk.numbers.append(rec.number)
@@ -218,37 +259,39 @@ class MrtReader:
                     parts, size = [], 0
             self._send(chunk, parts, workers, pit)
             for w in workers:
-                _write(w, marker(_END))
+                _write(w, self.marker(_END))
         except BaseException as exc:  # handed to the consumer
             out.put(exc)
         finally:
             for w in workers:
                 with contextlib.suppress(OSError):
                     w.stdin.close()
+                w.todo.put(None)
             out.put(None)
 
     def _send(
-        self, chunk: _Chunk, parts: list[bytes], workers: list[_Worker], pit: bytes
+        self, chunk: _Chunk, parts: list[bytes], workers: list[_Worker], pit: Record | None
     ) -> _Chunk:
         """Hand ``chunk`` to its worker (if it has records); return the next, empty one."""
         if not chunk.numbers:
             return chunk
         chunk.data = b"".join(parts)
+        w = workers[chunk.worker]
         with self._lock:
-            self._chunks[chunk.number] = chunk
-        _write(workers[chunk.worker], marker(chunk.number) + chunk.data)
+            dead = w.dead
+            if not dead:
+                chunk.seq, w.sent = w.sent, w.sent + 1
+                self._chunks[chunk.number] = chunk
+        if dead:
+            w.todo.put(chunk)  # read carefully by its worker's thread
+        else:  # a worker dying now finds the chunk registered
+            _write(w, self.marker(chunk.number) + chunk.data)
         n = chunk.number + 1
         return _Chunk(n, n % len(workers), pit=pit)
 
-    def _stderr(self, w: _Worker) -> None:
-        assert w.proc.stderr is not None
-        for raw in w.proc.stderr:
-            message = _warning(raw.decode("utf-8", "replace"))
-            if message and len(w.stderr) < _STDERR_KEEP:
-                w.stderr.append(message)
-
     def _drain(self, w: _Worker, out: queue.Queue[Any]) -> None:
-        """Parse one bgpdump's output as it arrives; hand on the rows of closed chunks."""
+        """Parse one bgpdump's output as it arrives; hand on the rows of checked chunks.
+        A bgpdump that crashes or prints what Arrow cannot read is given up."""
         try:
             assert w.proc.stdout is not None
 
@@ -256,26 +299,37 @@ class MrtReader:
                 w.slow.append(row.text)
                 return "skip"
 
-            reader = pacsv.open_csv(
-                w.proc.stdout,
-                read_options=pacsv.ReadOptions(column_names=_NAMES, block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(
-                    delimiter="|",
-                    quote_char=False,
-                    escape_char=False,
-                    double_quote=False,
-                    invalid_row_handler=odd,
-                ),
-                convert_options=pacsv.ConvertOptions(column_types=_TYPES),
-            )
-            for batch in reader:
-                self._absorb(w, pa.Table.from_batches([batch]), out)
-            self._absorb(w, None, out)
-            rc = w.proc.wait()
-            if rc != 0:
-                raise InputError(
-                    self.path, None, f"bgpdump exited with status {rc}: {'; '.join(w.stderr)}"
+            with contextlib.suppress(pa.ArrowInvalid):  # garbage output: given up below
+                reader = pacsv.open_csv(
+                    w.proc.stdout,
+                    read_options=pacsv.ReadOptions(column_names=_NAMES, block_size=1 << 22),
+                    parse_options=pacsv.ParseOptions(
+                        delimiter="|",
+                        quote_char=False,
+                        escape_char=False,
+                        double_quote=False,
+                        invalid_row_handler=odd,
+                    ),
+                    convert_options=pacsv.ConvertOptions(column_types=_TYPES),
                 )
+                for batch in reader:
+                    self._absorb(w, pa.Table.from_batches([batch]), out)
+            if w.proc.poll() is None:
+                w.proc.kill()
+            w.proc.wait()
+            self._absorb(w, None, out)
+            with self._lock:
+                w.dead = True
+                left = sorted(
+                    (c for c in self._chunks.values() if c.worker == w.index),
+                    key=lambda c: c.number,
+                )
+                for c in left:
+                    del self._chunks[c.number]
+            for c in left:
+                self._careful(c, out)
+            while (c2 := w.todo.get()) is not None:
+                self._careful(c2, out)
         except BaseException as exc:  # handed to the consumer
             out.put(exc)
         finally:
@@ -290,11 +344,17 @@ class MrtReader:
             # blocks arrive in order, their odd lines maybe earlier: every line below the
             # highest -p of a block has been seen (markers above it may still come)
             w.horizon = max(w.horizon, int(pc.max(fast["p"]).as_py()))
-            w.pending.append(_lines_table(fast, [], self.path))
+            w.pending.append(_lines_table(fast, [])[0])
         if slow:
-            odd = _lines_table(None, slow, self.path)
+            odd, bad = _lines_table(None, slow)
+            for _i, line_p, _text in bad:
+                if line_p is None:  # no -p to place it: every unchecked chunk is suspect
+                    w.suspect.append((w.done, w.sent))
+                else:
+                    w.bad_p.append(line_p)
             is_mark = pc.and_(
-                pc.equal(odd["kind"], "STATE"), pc.equal(odd["peer_as"], MARKER_AS)
+                pc.and_(pc.equal(odd["kind"], "STATE"), pc.equal(odd["peer_as"], MARKER_AS)),
+                pc.equal(odd["peer"], self.marker.text),
             ).to_numpy(zero_copy_only=False)
             p = odd["p"].to_numpy()[is_mark]
             chunks = pc.cast(odd["ts_text"], pa.int64()).to_numpy()[is_mark]
@@ -306,96 +366,227 @@ class MrtReader:
                 w.pending_odd.append(odd.filter(~is_mark))
         if fast is None:
             w.horizon = np.iinfo(np.int64).max
-        if w.marks_p:
-            # lines before the latest marker belong to chunks whose extent is known
-            last = w.marks_p[-1]
-            keep: list[pa.Table] = []
-            for t in w.pending:  # B/A lines are in -p order: a zero-copy cut
-                cut = int(np.searchsorted(t["p"].to_numpy(), last))
-                if cut:
-                    self._emit(w, t.slice(0, cut), out)
-                if cut < t.num_rows:
-                    keep.append(t.slice(cut))
-            w.pending = keep
-            if w.pending_odd:
-                odd = pa.concat_tables(w.pending_odd)
-                closed = odd["p"].to_numpy() < last
-                w.pending_odd = [odd.filter(~closed)] if not closed.all() else []
-                if closed.any():
-                    self._emit(w, odd.filter(closed), out)
-        # release chunks whose every line has been seen (bounded memory)
-        while w.freed + 1 < len(w.marks_p) and w.marks_p[w.freed + 1] <= w.horizon:
-            with self._lock:
-                self._chunks.pop(w.marks_chunk[w.freed], None)
-            w.freed += 1
+        self._poll(w)
+        self._close(w, out)
 
-    def _emit(self, w: _Worker, rows: pa.Table, out: queue.Queue[Any]) -> None:
-        batch = self._routes(w, rows)
-        if batch.num_rows:
-            out.put(batch)
+    def _poll(self, w: _Worker) -> None:
+        """New warnings in bgpdump's stderr make suspect every chunk it may have been
+        reading since the last poll: from the one the latest marker seen then opened, to
+        the one after the last sent (a peer index table written after a chunk warns
+        before the next one's marker)."""
+        size = os.fstat(w.err.fileno()).st_size
+        if size > w.err_seen:
+            text = os.pread(w.err.fileno(), size - w.err_seen, w.err_seen)
+            w.err_seen = size
+            found = [m for m in map(_warning, text.decode("utf-8", "replace").splitlines()) if m]
+            if any(_DAMAGE.search(m) for m in found):
+                w.suspect.append((max(w.polled - 1, 0), w.sent))
+        w.polled = len(w.marks_p)
 
-    def _routes(self, w: _Worker, rows: pa.Table) -> pa.RecordBatch:
-        p = rows["p"].to_numpy()
-        marks = np.asarray(w.marks_p, dtype=np.int64)
-        at = np.searchsorted(marks, p, side="right") - 1
-        if (at < 0).any():
-            raise InputError(self.path, None, "bgpdump printed a route before any marker")
+    def _close(self, w: _Worker, out: queue.Queue[Any]) -> None:
+        """Check the chunks whose every line has been seen; hand on the clean ones' rows,
+        read the others again carefully."""
+        j = w.done
+        while j + 1 < len(w.marks_p) and w.marks_p[j + 1] <= w.horizon:
+            j += 1
+        if j == w.done:
+            return
+        first, last = w.marks_p[w.done], w.marks_p[j]
+        parts: list[pa.Table] = []
+        keep: list[pa.Table] = []
+        for t in w.pending:  # B/A lines are in -p order: a zero-copy cut
+            cut = int(np.searchsorted(t["p"].to_numpy(), last))
+            if cut:
+                parts.append(t.slice(0, cut))
+            if cut < t.num_rows:
+                keep.append(t.slice(cut))
+        w.pending = keep
+        if w.pending_odd:
+            odd = pa.concat_tables(w.pending_odd)
+            closed = odd["p"].to_numpy() < last
+            w.pending_odd = [odd.filter(~closed)] if not closed.all() else []
+            if closed.any():
+                parts.append(odd.filter(closed))
+        bad_p = np.asarray(w.bad_p, dtype=np.int64)
+        w.bad_p = [p for p in w.bad_p if p >= last]
+        rows = pa.concat_tables(parts) if parts else None
+        p = rows["p"].to_numpy() if rows is not None else np.zeros(0, np.int64)
+        if (p < first).any():  # cannot happen: only a peer index table precedes a marker
+            self._problem(None, f"bgpdump printed {int((p < first).sum())} lines before its "
+                          "first chunk; dropped")  # fmt: skip
         record = np.zeros(len(p), dtype=np.uint64)
-        for m in np.unique(at):
+        good = np.zeros(len(p), dtype=bool)
+        redo: list[_Chunk] = []
+        clean: list[_Chunk] = []
+        for m in range(w.done, j):
+            lo, hi = w.marks_p[m], w.marks_p[m + 1]
             with self._lock:
-                chunk = self._chunks.get(w.marks_chunk[m])
-            if chunk is None or m + 1 >= len(marks):
-                raise InputError(self.path, None, "bgpdump printed a route after the last marker")
-            if chunk.decoded is None:
-                numbers = chunk.numbers
-                if marks[m + 1] - marks[m] - 1 != len(numbers):
-                    numbers = self._locate(chunk)
-                chunk.decoded = numbers
-            sel = at == m
-            idx = p[sel] - marks[m] - 1
-            if len(chunk.decoded) == 0 or idx.max() >= len(chunk.decoded):
-                raise InputError(
-                    self.path,
-                    f"record {chunk.numbers[0]}",
-                    "bgpdump's output does not match the records it was given",
-                )
-            record[sel] = np.asarray(chunk.decoded, dtype=np.uint64)[idx]
-        return _finish(rows, record, self.path)
+                chunk = self._chunks.pop(w.marks_chunk[m], None)
+            sel = (p > lo) & (p < hi)
+            if chunk is None:  # lines after the closing marker: cannot happen either
+                if sel.any():
+                    self._problem(None, "bgpdump printed lines after its last chunk; dropped")
+                continue
+            ok_count = (
+                hi - lo - 1 == len(chunk.numbers)
+                and not any(a <= chunk.seq <= b for a, b in w.suspect)
+                and not ((bad_p > lo) & (bad_p < hi)).any()
+            )
+            if not ok_count:
+                redo.append(chunk)
+                continue
+            clean.append(chunk)
+            record[sel] = np.asarray(chunk.numbers, np.uint64)[p[sel] - lo - 1]
+            good |= sel
+        w.done = j
+        if rows is not None and good.any():
+            if not good.all():  # a filter copies every column: only when needed
+                rows, record = rows.filter(pa.array(good)), record[good]
+            while rows.num_rows:
+                try:
+                    out.put(_finish(rows, record))
+                    break
+                except _BadRows as exc:  # rare: redo the chunks that printed them
+                    hit = set(record[exc.mask].tolist())
+                    hurt = [c for c in clean if hit.intersection(c.numbers)]
+                    clean = [c for c in clean if c not in hurt]
+                    redo += hurt
+                    gone = np.asarray([n for c in hurt for n in c.numbers], np.uint64)
+                    kept = ~np.isin(record, gone)
+                    rows, record = rows.filter(pa.array(kept)), record[kept]
+        for chunk in sorted(redo, key=lambda c: c.number):
+            self._careful(chunk, out)
 
-    def _locate(self, chunk: _Chunk) -> list[int]:
-        """The records of ``chunk`` bgpdump decodes; the others become problems."""
+    def _careful(self, chunk: _Chunk, out: queue.Queue[Any]) -> None:
+        """Read ``chunk`` with a marker before every record and bgpdump's output line-
+        buffered and merged with its warnings, so each line and warning names its record.
+        Records that bgpdump skips, warns about, crashes on or prints bad lines for become
+        problems; the others' routes are handed on."""
         records = split_records(chunk.data, chunk.numbers, chunk.offsets)
-        parts = [chunk.pit]
-        for i, rec in enumerate(records):
-            parts += [marker(i), rec.data]
-        parts.append(marker(len(records)))
-        run = subprocess.run(
-            self._command(), input=b"".join(parts), capture_output=True, timeout=300, env=_env()
-        )
-        marks: list[tuple[int, int]] = []
-        for line in run.stdout.decode("utf-8", "replace").splitlines():
-            f = line.split("|")
-            if len(f) == 8 and f[3] == "STATE" and f[5] == str(MARKER_AS):
-                marks.append((int(f[2]), int(f[1])))
-        got = dict(marks)
-        lines = run.stderr.decode("utf-8", "replace").splitlines()
-        why = "; ".join(sorted({m for m in map(_warning, lines) if m})[:3])
-        ok = []
-        for i, rec in enumerate(records):
-            if i in got and i + 1 in got and got[i + 1] - got[i] == 2:
-                ok.append(rec.number)
-            else:
-                with self._lock:
-                    self.problems.append(
-                        InputError(
-                            self.path,
-                            f"record {rec.number} (byte {rec.offset})",
-                            "bgpdump could not decode this record"
-                            + (f" ({why})" if why else "")
-                            + "; skipped",
+        lines: list[str] = []
+        owner: list[int] = []
+        start = 0
+        while start < len(records):
+            start = self._careful_run(chunk, records, start, lines, owner)
+        table, bad = _lines_table(None, lines)
+        ok = np.ones(len(lines), dtype=bool)
+        dropped: set[int] = set()
+        for i, _p, text in bad:
+            ok[i] = False
+            if owner[i] not in dropped:
+                dropped.add(owner[i])
+                why = f"bgpdump printed a line of unknown shape: {text[:120]!r}"
+                self._record_problem(records, owner[i], why + "; its routes are dropped")
+        numbers = np.asarray(owner, dtype=np.uint64)[ok]
+        source = np.flatnonzero(ok)  # each row's line
+        while table.num_rows:
+            keep = ~np.isin(numbers, np.asarray(sorted(dropped), np.uint64))
+            table, numbers, source = table.filter(pa.array(keep)), numbers[keep], source[keep]
+            if not table.num_rows:
+                break
+            try:
+                out.put(_finish(table, numbers))
+                break
+            except _BadRows as exc:
+                for k in np.flatnonzero(exc.mask).tolist():
+                    n = int(numbers[k])
+                    if n not in dropped:
+                        dropped.add(n)
+                        why = (
+                            f"bgpdump printed a route with unreadable values: {lines[source[k]]!r}"
                         )
-                    )
-        return ok
+                        self._record_problem(records, n, why[:300] + "; its routes are dropped")
+
+    def _careful_run(
+        self, chunk: _Chunk, records: list[Record], start: int, lines: list[str], owner: list[int]
+    ) -> int:
+        """One careful bgpdump run from ``records[start]``; returns where the next must start
+        (past a record bgpdump crashed or stopped on)."""
+        mark = self.marker
+        parts = [chunk.pit.data if chunk.pit is not None else b""]
+        for i in range(start, len(records)):
+            parts += [mark(i), records[i].data]
+        parts.append(mark(len(records)))
+        stdbuf = shutil.which("stdbuf")
+        if stdbuf is None:
+            raise MissingDependency("stdbuf (to name the record bgpdump fails on)", "coreutils")
+        run = subprocess.run(
+            [stdbuf, "-oL", *self._command()],
+            input=b"".join(parts),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=300,
+            env=_env(),
+            check=False,
+        )
+        marks: dict[int, int] = {}
+        said: dict[int, list[str]] = {}
+        printed: dict[int, list[str]] = {}
+        at = start - 1  # before the first marker: the peer index table's
+        for line in run.stdout.decode("utf-8", "replace").splitlines():
+            number = mark.number(line)
+            if number is not None:
+                marks[number] = int(line.split("|", 2)[1])
+                at = number
+            elif _is_route_line(line):
+                printed.setdefault(at, []).append(line)
+            elif message := _warning(line):
+                said.setdefault(at, []).append(message)
+        if chunk.pit is not None and start not in marks:  # it crashed or stopped bgpdump
+            why = _why(said.get(start - 1), "bgpdump stopped on this peer index table")
+            self._record_problem([chunk.pit], chunk.pit.number, why + "; the entries after "
+                                 "it are read without it")  # fmt: skip
+            chunk.pit = None
+            return start
+        if chunk.pit is not None and any(_DAMAGE.search(m) for m in said.get(start - 1, [])):
+            why = _why(said.get(start - 1), "bgpdump warned about this peer index table")
+            self._record_problem([chunk.pit], chunk.pit.number, why)
+        end = len(records)
+        if len(records) not in marks:  # crashed or stopped inside the record after ``at``
+            end = max(at, start)
+            status = f"signal {-run.returncode}" if run.returncode < 0 else (
+                f"exit status {run.returncode}")  # fmt: skip
+            why = _why(said.get(end), f"bgpdump stopped ({status}) on this record")
+            self._record_problem(records, records[end].number, why + "; skipped")
+            printed.pop(end, None)
+        for i in range(start, end):
+            decoded = i in marks and marks.get(i + 1, -1) - marks[i] == 2
+            if not decoded or any(_DAMAGE.search(m) for m in said.get(i, [])):
+                why = "bgpdump warned" if decoded else "bgpdump could not decode this record"
+                tail = "; its routes are dropped" if decoded else "; skipped"
+                self._record_problem(records, records[i].number, _why(said.get(i), why) + tail)
+                continue
+            got = printed.get(i, [])
+            lines.extend(got)
+            owner.extend([records[i].number] * len(got))
+        return end + 1 if end < len(records) else end
+
+    def _record_problem(self, records: list[Record], number: int, text: str) -> None:
+        rec = next(r for r in records if r.number == number)
+        with self._lock:
+            self.problems.append(_at(self.path, rec, text))
+
+    def _problem(self, where: str | None, text: str) -> None:
+        with self._lock:
+            self.problems.append(InputError(self.path, where, text))
+
+
+def _at(path: Path, rec: Record, text: str) -> InputError:
+    return InputError(path, f"record {rec.number} (byte {rec.offset})", text)
+
+
+def _why(messages: list[str] | None, text: str) -> str:
+    """``text`` with the first of this record's own messages."""
+    if not messages:
+        return text
+    return f"{text}: {'; '.join(dict.fromkeys(messages[:_WHY_KEEP]))}"
+
+
+def _is_route_line(line: str) -> bool:
+    """A bgpdump -m -p line (any shape) rather than a log message."""
+    head, sep, rest = line.partition("|")
+    return bool(sep) and head.replace("_", "").isalnum() and head.isupper() and (
+        rest.split("|", 1)[0].isdigit())  # fmt: skip
 
 
 def _env() -> dict[str, str]:
@@ -411,10 +602,18 @@ def _warning(line: str) -> str:
 
 
 def _write(w: _Worker, data: bytes) -> None:
-    try:
+    """Write to a worker; one that died is noticed (and its chunks redone) by its drain."""
+    with contextlib.suppress(OSError):
         w.stdin.write(data)
-    except BrokenPipeError:
-        raise InputError(None, None, f"bgpdump stopped reading: {'; '.join(w.stderr)}") from None
+
+
+def _dup(e: InputError, seen: set[str]) -> bool:
+    """Whether ``e`` was reported already (a peer index table rules several chunks)."""
+    key = f"{e.where}|{e.problem}"
+    if key in seen:
+        return True
+    seen.add(key)
+    return False
 
 
 def _problem_order(e: InputError) -> int:
@@ -433,23 +632,30 @@ def read_mrt(
 # ---- text → columns (vectorised) ------------------------------------------------------
 
 
-def _lines_table(fast: pa.Table | None, slow: list[str], path: Path) -> pa.Table:
-    """bgpdump lines as one table of text columns (+ path_id and FSM states)."""
+def _lines_table(
+    fast: pa.Table | None, slow: list[str]
+) -> tuple[pa.Table, list[tuple[int, int | None, str]]]:
+    """bgpdump lines as one table of text columns (+ path_id and FSM states), and the
+    slow lines of no known shape as (index, -p if it has one, text)."""
     cols: dict[str, list[Any]] = {n: [] for n in (*_NAMES, "path_id", "old", "new")}
-    for text in slow:
+    bad: list[tuple[int, int | None, str]] = []
+    for i, text in enumerate(slow):
         f = text.split("|")
         kind = f[3] if len(f) > 3 else ""
         ap = f[0].endswith("_AP")
-        row: dict[str, str | None]
-        if kind == "STATE" and len(f) == 8:
+        row: dict[str, str | None] | None = None
+        if len(f) < 7 or not (_int_text(f[1]) and _int_text(f[5])):
+            pass
+        elif kind == "STATE" and len(f) == 8:
             row = {**dict(zip(_NAMES[:6], f[:6], strict=True)), "old": f[6], "new": f[7]}
         elif kind == "W" and len(f) == 7 + ap:
             row = {**dict(zip(_NAMES[:7], f[:7], strict=True)), "path_id": f[7] if ap else None}
-        elif kind in ("A", "B") and ap and len(f) == 17:
-            row = {**dict(zip(_NAMES[:7], f[:7], strict=True)), "path_id": f[7]}
-            row.update(zip(_NAMES[7:], f[8:], strict=True))
-        else:
-            raise InputError(path, None, f"bgpdump printed a line of unknown shape: {text[:200]!r}")
+        elif kind in ("A", "B") and len(f) == 16 + ap:  # 16: careful runs only
+            row = {**dict(zip(_NAMES[:7], f[:7], strict=True)), "path_id": f[7] if ap else None}
+            row.update(zip(_NAMES[7:], f[7 + ap :], strict=True))
+        if row is None:
+            bad.append((i, int(f[1]) if len(f) > 1 and _int_text(f[1]) else None, text))
+            continue
         for k in cols:
             cols[k].append(row.get(k))
     slow_t = pa.table(
@@ -467,7 +673,24 @@ def _lines_table(fast: pa.Table | None, slow: list[str], path: Path) -> pa.Table
         nulls = pa.nulls(n, pa.string())
         fast = fast.append_column("path_id", nulls).append_column("old", nulls)
         table = pa.concat_tables([fast.append_column("new", nulls), slow_t])
-    return table.rename_columns([c if c != "ts" else "ts_text" for c in table.column_names])
+    names = [c if c != "ts" else "ts_text" for c in table.column_names]
+    return table.rename_columns(names), bad
+
+
+def _int_text(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) < 19  # fits int64
+
+
+class _Bad(Exception):
+    """A value bgpdump printed does not parse (found in a vectorised step)."""
+
+
+class _BadRows(Exception):
+    """Rows (``mask``) of a table handed to :func:`_finish` hold values that do not parse."""
+
+    def __init__(self, mask: np.ndarray[Any, Any]) -> None:
+        super().__init__(f"{int(mask.sum())} bad rows")
+        self.mask = mask
 
 
 def _uint(col: pa.Array, dtype: pa.DataType) -> pa.Array:
@@ -491,13 +714,57 @@ def _micros(ts: pa.Array) -> pa.Array:
     return pc.cast(pc.round(pc.multiply(pc.cast(ts, pa.float64()), 1e6)), pa.int64())
 
 
-def _finish(t: pa.Table, record: np.ndarray[Any, Any], path: Path) -> pa.RecordBatch:
+def _finish(t: pa.Table, record: np.ndarray[Any, Any]) -> pa.RecordBatch:
+    """Text columns → :data:`ROUTES`; raises :class:`_BadRows` naming the rows whose
+    values do not parse (checked row by row only when the vectorised pass fails)."""
     t = t.combine_chunks()
+    try:
+        return _columns(t, record)
+    except (pa.ArrowInvalid, _Bad):
+        mask = _bad_rows(t)
+        raise _BadRows(mask if mask.any() else np.ones(t.num_rows, dtype=bool)) from None
+
+
+def _bad_rows(t: pa.Table) -> np.ndarray[Any, Any]:
+    """Which rows hold a value :func:`_columns` cannot convert (slow; for bad input)."""
+
+    def number(text: str | None, hi: int) -> bool:
+        return text is None or text == "" or (_int_text(text) and int(text) <= hi)
+
+    def prefix(text: str | None) -> bool:
+        if text is None:
+            return True
+        net, _, bits = text.partition("/")
+        try:
+            v4 = len(addr.parse_one(net)) == 16 and "." in net and ":" not in net
+        except ValueError:
+            return False
+        return _int_text(bits) and int(bits) <= (32 if v4 else 128)
+
+    def ok(r: dict[str, Any]) -> bool:
+        ts = r["ts_text"] or ""
+        try:
+            addr.parse_one(r["peer"] or "")
+        except ValueError:
+            return False
+        return (
+            all(_int_text(x) for x in ts.split(".", 1))
+            and 0 <= r["peer_as"] <= 0xFFFFFFFF
+            and prefix(r["prefix"])
+            and _PATH_ERROR not in (r["path"] or "")
+            and all(number(r[k], 0xFFFFFFFF) for k in ("lp", "med", "path_id"))
+            and all(number(r[k], 0xFF) for k in ("old", "new"))
+        )
+
+    return np.array([not ok(r) for r in t.to_pylist()], dtype=bool)
+
+
+def _columns(t: pa.Table, record: np.ndarray[Any, Any]) -> pa.RecordBatch:
     col = {name: t[name].combine_chunks() for name in t.column_names}
     ts = _per_value(col["ts_text"], _micros)
-    peer = _per_value(col["peer"], lambda v: _address(v, path))
-    lo, hi, plen = _per_value(col["prefix"], lambda v: _prefixes(v, path))
-    origin_asn, upstream = _per_value(col["path"], _path_ends)
+    peer = _per_value(col["peer"], _address)
+    lo, hi, plen = _per_value(col["prefix"], _prefixes)
+    origin_asn, upstream = _per_value(col["path"], _checked_path_ends)
     arrays = {
         "ts": pc.cast(ts, pa.timestamp("us", tz="UTC")),
         "record": pa.array(record, pa.uint64()),
@@ -526,24 +793,30 @@ def _finish(t: pa.Table, record: np.ndarray[Any, Any], path: Path) -> pa.RecordB
     return pa.RecordBatch.from_arrays([arrays[f.name] for f in ROUTES], schema=ROUTES)
 
 
-def _address(values: pa.Array, path: Path) -> pa.Array:
+def _address(values: pa.Array) -> pa.Array:
     parsed = addr.parse_or_first_bad(values)
     if isinstance(parsed, int):
-        raise InputError(path, None, f"bgpdump printed a bad peer address {values[parsed]}")
+        raise _Bad
     return parsed
 
 
-def _prefixes(prefix: pa.Array, path: Path) -> tuple[pa.Array, pa.Array, pa.Array]:
+def _checked_path_ends(path: pa.Array) -> tuple[pa.Array, pa.Array]:
+    if pc.any(pc.match_substring(path, _PATH_ERROR)).as_py():
+        raise _Bad  # a corrupt AS path (bgpdump also warns of most, not all, of these)
+    return _path_ends(path)
+
+
+def _prefixes(prefix: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """CIDR text → (first, last address as 16 bytes, length as written); null stays null."""
     has = pc.is_valid(prefix).to_numpy(zero_copy_only=False)
     parts = pc.split_pattern(pc.fill_null(prefix, "::/0"), "/", max_splits=1)
     length = pc.cast(pc.list_element(parts, 1), pa.int64()).to_numpy()
-    raw = _address(pc.list_element(parts, 0), path)
+    raw = _address(pc.list_element(parts, 0))
     m = addr.to_matrix(raw)
     v4 = addr.is_ipv4(raw)
     bad = (length < 0) | (length > np.where(v4, 32, 128))
     if bad.any():
-        raise InputError(path, None, f"bgpdump printed a bad prefix {prefix[int(np.argmax(bad))]}")
+        raise _Bad
     bits = np.where(v4, length + 96, length)
     keep = np.clip(bits[:, None] - 8 * np.arange(16)[None, :], 0, 8)
     netmask = (0xFF00 >> keep).astype(np.uint8)  # 'keep' leading ones in each byte
