@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 
 from rogueflow import addr
 from rogueflow.bgp import mrt
+from rogueflow.bgp.lines import BadRows, finish, lines_table, path_ends
 from rogueflow.bgp.mrt import ROUTES, MrtReader, read_mrt
-from rogueflow.bgp.mrt import _path_ends as path_ends
 from rogueflow.errors import InputError
 from tests.conftest import SHARED, require_tool
 
@@ -963,16 +963,16 @@ LINE_FIELDS = st.sampled_from(["BGP4MP", "TABLE_DUMP2", "TABLE_DUMP2_AP", "BGP4M
 def test_fuzz_bgpdump_lines(lines: list[str]) -> None:
     """Whatever bgpdump prints, line parsing sorts it into rows and lines of no known
     shape, and column conversion gives routes or names the bad rows; nothing else."""
-    table, bad = mrt._lines_table(None, lines)
+    table, bad = lines_table(None, lines)
     assert table.num_rows + len(bad) == len(lines)
     assert all(0 <= i < len(lines) and lines[i] == text for i, _, text in bad)
     record = np.arange(1, table.num_rows + 1, dtype=np.uint64)
     try:
-        batch = mrt._finish(table, record)
-    except mrt._BadRows as exc:
+        batch = finish(table, record)
+    except BadRows as exc:
         assert exc.mask.shape == (table.num_rows,) and exc.mask.any()
         good = table.filter(pa.array(~exc.mask))
         if good.num_rows:
-            assert mrt._finish(good, record[~exc.mask]).num_rows == good.num_rows
+            assert finish(good, record[~exc.mask]).num_rows == good.num_rows
     else:
         assert batch.num_rows == table.num_rows

@@ -12,7 +12,7 @@ file:
 
 After every change the distinct peers per (prefix, origin AS, upstream AS) are
 counted; an interval is one unchanged count. The upstream is the AS adjacent to
-the origin in the path (prepends skipped, see :func:`rogueflow.bgp.mrt._path_ends`).
+the origin in the path (prepends skipped, see :func:`rogueflow.bgp.lines.path_ends`).
 """
 
 from __future__ import annotations
