@@ -13,7 +13,7 @@ from rogueflow import addr
 from rogueflow.analyze.engine import DuckDBEngine
 from rogueflow.intel.snapshots import IntelStore
 from rogueflow.ops import enrich_store, ingest_paths
-from rogueflow.schema import ENRICHMENT, FLOW_SCHEMA, MEASURED, METADATA_KEY
+from rogueflow.schema import ENRICHMENT, FLOW_SCHEMA, MEASURED, METADATA_KEY, SCHEMA_VERSION
 from rogueflow.store.flowstore import FlowStore, read_store_file
 from rogueflow.workspace import Workspace
 
@@ -159,6 +159,6 @@ def test_schema_1_files_read_and_upgrade(workspace: Workspace, tmp_path: Path) -
     enrich_store(workspace)
     (new,) = FlowStore(workspace).files()
     table = pq.read_table(new)
-    assert table.schema.metadata[METADATA_KEY] == b"2"
+    assert table.schema.metadata[METADATA_KEY] == str(SCHEMA_VERSION).encode()
     assert table.select(list(MEASURED)).equals(old.select(list(MEASURED)))
     assert _rows(workspace, "SELECT dst_country FROM flows") == [("US",)]

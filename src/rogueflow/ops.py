@@ -30,11 +30,14 @@ def ingest_paths(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from rogueflow.detect.behaviour import Behaviour
     from rogueflow.enrich.intel import Enricher
 
     files = expand(paths)
     store = FlowStore(ws)
     enricher = Enricher(ws)
+    # one per run: a session cut into rotation files (nfcapd) is judged as a whole
+    behaviour = Behaviour()
     results: list[IngestResult] = []
     try:
         with Progress(
@@ -65,6 +68,7 @@ def ingest_paths(
                             options=options,
                             on_rows=bump,
                             enricher=enricher,
+                            behaviour=behaviour,
                         )
                     )
                 except RogueflowError:

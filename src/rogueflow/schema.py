@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from rogueflow.addr import ADDR_TYPE
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 METADATA_KEY = b"rogueflow.schema_version"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -169,6 +169,28 @@ FIELDS: tuple[Field, ...] = (
         False,
         "What made the label: the rule, list entry or label (e.g. 'domain dns.google (exact)').",
     ),
+    # --- detection (schema 3): what payload or behaviour detectors found -----------------
+    Field(
+        "coin",
+        pa.string(),
+        True,
+        False,
+        "Cryptocurrency of a mining or blockchain flow (ticker: XMR, ZEC, BTC, ETH …).",
+    ),
+    Field(
+        "pool",
+        pa.string(),
+        True,
+        False,
+        "Mining pool host named in the flow (Stratum subscribe, HTTP Host) or by indicators.",
+    ),
+    Field(
+        "wallet",
+        pa.string(),
+        True,
+        False,
+        "Payout wallet address seen in the payload (Stratum login/authorize), format-checked.",
+    ),
     Field(
         "intel",
         pa.string(),
@@ -180,7 +202,7 @@ FIELDS: tuple[Field, ...] = (
 
 ENRICHMENT = (
     "src_country", "dst_country", "src_asn", "dst_asn", "src_as_org", "dst_as_org",
-    "service", "category", "confidence", "evidence", "intel",
+    "service", "category", "confidence", "evidence", "coin", "pool", "wallet", "intel",
 )  # fmt: skip
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
@@ -237,7 +259,11 @@ Migration = Callable[[pa.Table], pa.Table]
 
 
 def convert_1_to_2(table: pa.Table) -> pa.Table:
-    """Schema 2 adds the enrichment columns, empty until the data is (re-)enriched."""
+    """Schema 2 adds the enrichment columns, empty until the data is (re-)enriched.
+
+    Also used by later steps that only add nullable columns: every missing
+    enrichment column of the current schema is added as nulls.
+    """
     for name in ENRICHMENT:
         if name not in table.column_names:
             f = FIELD_BY_NAME[name]
@@ -245,8 +271,13 @@ def convert_1_to_2(table: pa.Table) -> pa.Table:
     return table.select([f.name for f in FIELDS]).replace_schema_metadata(FLOW_SCHEMA.metadata)
 
 
+def convert_2_to_3(table: pa.Table) -> pa.Table:
+    """Schema 3 adds the detection columns coin, pool and wallet (null in older data)."""
+    return convert_1_to_2(table)
+
+
 #: MIGRATIONS[n] converts a table of version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {1: convert_1_to_2}
+MIGRATIONS: dict[int, Migration] = {1: convert_1_to_2, 2: convert_2_to_3}
 
 
 def upgrade(table: pa.Table, version: int) -> pa.Table:

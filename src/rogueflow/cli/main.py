@@ -278,6 +278,43 @@ def demo(c: Ctx, scale: str, seed: int, out: str | None) -> None:
     click.echo(result.summary())
 
 
+@cli.command(name="eval")
+@click.argument("corpus", type=click.Path(exists=True))
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the corpus paths resolve (default: the corpus's own `root`).",
+)
+@click.option("--no-intel", is_flag=True, help="Ignore the corpus's reference data.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Build the evaluation workspace here and keep it (default: a temporary one).",
+)
+@pass_ctx
+@handle_errors
+def eval_cmd(
+    c: Ctx, corpus: str, root: str | None, no_intel: bool, as_json: bool, keep: str | None
+) -> None:
+    """Score the detectors on a labelled CORPUS: precision and recall per category.
+
+    Exits 1 when a category is below the corpus's stated minimums.
+    """
+    import json
+
+    from rogueflow.evaluation import evaluate, load_corpus, render
+
+    ev = evaluate(
+        load_corpus(corpus, root), use_intel=not no_intel, workspace=Path(keep) if keep else None
+    )
+    click.echo(json.dumps(ev.as_dict(), indent=2) if as_json else render(ev))
+    if ev.failures:
+        sys.exit(1)
+
+
 def _day(value: Any) -> date | None:
     return value.date() if value is not None else None
 

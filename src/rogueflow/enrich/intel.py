@@ -32,6 +32,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rogueflow.detect import DETECTOR_PREFIXES
 from rogueflow.intel.indicators import CATEGORIES, CONFIDENCE, ServiceCatalog, ServiceMatch
 from rogueflow.intel.ranges import RangeTable
 from rogueflow.intel.resolve import DOMAIN_CATEGORIES
@@ -44,16 +45,23 @@ UNCLASSIFIED = "unclassified"
 #: the label's last dotted part first, then the whole label ("TLS.Tor" -> "tor")
 APP_LABELS: dict[str, tuple[str, str]] = {
     "mining": ("mining", "crypto.mining"),
-    "bitcoin": ("bitcoin", "crypto.p2p"),
-    "monero": ("monero", "crypto.p2p"),
-    "ethereum": ("ethereum", "crypto.p2p"),
-    "nano": ("nano", "crypto.p2p"),
+    "bitcoin": ("bitcoin-p2p", "crypto.p2p"),
+    "monero": ("monero-p2p", "crypto.p2p"),
+    "ethereum": ("ethereum-p2p", "crypto.p2p"),
+    "nano": ("nano-p2p", "crypto.p2p"),
     "tor": ("tor", "anonymizer.tor"),
     "openvpn": ("openvpn", "anonymizer.vpn"),
     "wireguard": ("wireguard", "anonymizer.vpn"),
     "ipsec": ("ipsec", "anonymizer.vpn"),
     "protonvpn": ("protonvpn", "anonymizer.vpn"),
     "mullvad": ("mullvad", "anonymizer.vpn"),
+    "nordvpn": ("nordvpn", "anonymizer.vpn"),
+    "expressvpn": ("expressvpn", "anonymizer.vpn"),
+    "surfshark": ("surfshark", "anonymizer.vpn"),
+    "pia": ("pia", "anonymizer.vpn"),
+    "hotspotshield": ("hotspotshield", "anonymizer.vpn"),
+    "tunnelbear": ("tunnelbear", "anonymizer.vpn"),
+    "psiphon": ("psiphon", "anonymizer.vpn"),
     "doh_dot": ("doh", "anonymizer.doh"),
     "bittorrent": ("bittorrent", "filesharing"),
 }
@@ -100,6 +108,10 @@ class _Strings:
         """Codes for ``values`` plus a trailing -1, so index -1 maps to null."""
         out = [-1 if v is None else self.code(str(v)) for v in values]
         return np.array([*out, -1], dtype=np.int32)
+
+    def values(self) -> list[str]:
+        """Every interned string, in code order."""
+        return self._values
 
     def column(self, codes: npt.NDArray[np.int32]) -> pa.Array:
         if self._array is None:
@@ -179,6 +191,8 @@ class Enricher:
         self._unclassified = self.strings.code(UNCLASSIFIED)
         self._service_codes = self.strings.codes([x.name for x in self.catalog.services])
         self._category_codes = self.strings.codes(list(CATEGORIES))
+        #: service name -> its coin, for services of exactly one coin
+        self._single_coin = {x.name: x.coins[0] for x in self.catalog.services if len(x.coins) == 1}
 
     # --- snapshot selection ---------------------------------------------------------
 
@@ -281,10 +295,12 @@ class Enricher:
             cols[f"{end}_as_org"] = strings.column(org)
 
         label = self._classify(table, ts_us, mark, addrs)
+        self._keep_detected(table, label)
         cols["service"] = strings.column(label.service)
         cols["category"] = strings.column(label.category)
         cols["confidence"] = pa.array(label.confidence, pa.float32())
         cols["evidence"] = strings.column(label.evidence)
+        cols.update(self._coin_and_pool(table, label))
         ids = sorted(bit_of, key=bit_of.__getitem__)
         masks, inverse = np.unique(used_bits, return_inverse=True)
         texts = [
@@ -414,6 +430,60 @@ class Enricher:
         self._offer_match(label, self.catalog.by_port(proto, server))
         return label
 
+    def _coin_and_pool(self, table: pa.Table, label: _Label) -> dict[str, pa.Array]:
+        """Fill ``coin`` and ``pool`` where a detector left them empty.
+
+        A flow classified by a single-coin service (a Monero pool, Bitcoin P2P) gets
+        that coin; a mining flow classified by its server name gets that name as pool.
+        Values a detector wrote (from the payload) are kept.
+        """
+        n = table.num_rows
+        coin_of = self._single_coin
+        svc_coin = np.array([*(coin_of.get(v) for v in self.strings.values()), None], dtype=object)
+        coin = pa.array(svc_coin[label.service], pa.string())
+        mining = label.category == self.strings.code("crypto.mining")
+        named = mining & (label.confidence >= CONFIDENCE["domain-suffix"])
+        name = pc.coalesce(table.column("server_name"), table.column("dns_query"))
+        pool = pc.if_else(pa.array(named), name, pa.nulls(n, pa.string()))
+        out: dict[str, pa.Array] = {}
+        for column, derived in (("coin", coin), ("pool", pool)):
+            have = table.column(column) if column in table.column_names else None
+            out[column] = derived if have is None else pc.coalesce(have, derived)
+        return out
+
+    def _keep_detected(self, table: pa.Table, label: _Label) -> None:
+        """Rows a payload or behaviour detector labelled keep that label when it is surer.
+
+        Such labels arrive with the reader's rows (payload) or were written at ingest
+        (session behaviour); re-enriching one row cannot reproduce them.
+        """
+        if "evidence" not in table.column_names or table.column("evidence").null_count == len(
+            table
+        ):
+            return
+        evidence = table.column("evidence")
+        detected = np.zeros(len(table), dtype=bool)
+        for prefix in DETECTOR_PREFIXES:
+            detected |= pc.fill_null(pc.starts_with(evidence, prefix), False).to_numpy(
+                zero_copy_only=False
+            )
+        if not detected.any():
+            return
+        rows = np.flatnonzero(detected)
+        sub = table.take(pa.array(rows))
+        conf = pc.fill_null(sub.column("confidence"), 0).to_numpy(zero_copy_only=False)
+        strings = self.strings
+        codes = {
+            name: strings.codes(sub.column(name).to_pylist())[:-1]
+            for name in ("service", "category", "evidence")
+        }
+        take = conf > label.confidence[rows]
+        at = rows[take]
+        label.service[at] = codes["service"][take]
+        label.category[at] = codes["category"][take]
+        label.evidence[at] = codes["evidence"][take]
+        label.confidence[at] = conf[take]
+
     def _resolved_codes(self, snap: Snapshot, rt: RangeTable) -> tuple[npt.NDArray[np.int32], ...]:
         """(service, category, evidence) codes per "name|category" value, plus a trailing -1.
 
@@ -464,9 +534,12 @@ class Enricher:
 def _app_label(word: str | None) -> tuple[str, str] | None:
     if not word:
         return None
+    # the most specific part first: "OpenVPN.NordVPN" -> nordvpn, "TLS.Tor" -> tor
     low = word.lower()
-    last = low.rsplit(".", 1)[-1]
-    return APP_LABELS.get(last) or APP_LABELS.get(low)
+    for part in reversed(low.split(".")):
+        if part in APP_LABELS:
+            return APP_LABELS[part]
+    return APP_LABELS.get(low)
 
 
 def _range_table(obj: object) -> RangeTable | None:

@@ -146,7 +146,24 @@ class PcapReader(NoCompanions):
             summary = pcapcheck.check(plain, display=path)
             if summary.packets:
                 passive = pcapdns.passive_dns(plain)
-                yield from _FlowBatcher(path, plain, cfg, options, summary, passive).batches()
+                tunnels = _tunnels(plain)
+                from rogueflow.detect.dnstunnel import label_table
+
+                for table in _FlowBatcher(path, plain, cfg, options, summary, passive).batches():
+                    yield table if tunnels is None else label_table(tunnels, table)
+
+
+def _tunnels(plain: Path) -> Any:  # TunnelDetector | None
+    """The capture's DNS requests judged for tunnelling; None when no pair is a tunnel.
+
+    Every request counts (nDPI keeps one query name per flow, too few to judge)."""
+    # imported here: the detector reads captures through rogueflow.ingest, which imports us
+    from rogueflow.detect.dnstunnel import TunnelDetector, queries_from_pcap
+
+    det = TunnelDetector()
+    for batch in queries_from_pcap(plain, checked=True):
+        det.add(*batch)
+    return det if det.flagged() else None
 
 
 def _require_nfstream() -> None:

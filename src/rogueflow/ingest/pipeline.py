@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from rogueflow.detect.behaviour import Behaviour
 from rogueflow.enrich.intel import Enricher
 from rogueflow.errors import InputError, UnknownFormat
 from rogueflow.ingest.base import Reader, ReadOptions, read_head
@@ -110,11 +111,16 @@ def ingest_file(
     options: ReadOptions | None = None,
     on_rows: Callable[[int], None] | None = None,
     enricher: Enricher | None = None,
+    behaviour: Behaviour | None = None,
 ) -> IngestResult:
     """Ingest one file; on any error nothing of it becomes visible.
 
     Every batch is enriched (country, AS, service, category …) from the reference
     data valid at each flow's time; pass ``enricher`` to share one across files.
+    Then sessions are judged by their behaviour (mining flow shape, blockchain P2P
+    fan-out): their candidate rows are held back until the file's end; pass
+    ``behaviour`` to share one across the files of a run, so that a session cut
+    into rotation files is judged as a whole.
     """
     opts = options or ReadOptions(batch_rows=int(store.ws.setting("batch_rows")))
     p = plan(path, fmt)
@@ -130,6 +136,7 @@ def ingest_file(
         )
     source_id = p.sha256[:16]
     enrich = enricher or Enricher(store.ws)
+    judge = behaviour or Behaviour()
 
     def conformed() -> Iterator[pa.Table]:
         for batch in p.reader.read(p.path, opts):
@@ -138,9 +145,15 @@ def ingest_file(
 
     def enriched() -> Generator[pa.Table, None, None]:
         # enrichment stays in this thread: the intel store's SQLite handle is bound to it
+        judge.begin_file()
         with contextlib.closing(prefetched(conformed)) as stream:
             for batch in stream:
-                yield enrich.apply(batch)
+                now = judge.hold(enrich.apply(batch))
+                if now.num_rows:
+                    yield now
+        for held in judge.release():
+            if held.num_rows:
+                yield held
 
     # reading+conforming, enriching and writing run in different threads at once (Arrow,
     # numpy and the Parquet writer release the GIL for their heavy work); the stream is

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -42,6 +42,9 @@ from rogueflow import addr
 from rogueflow.errors import InputError
 from rogueflow.ingest.base import ReadOptions, compression_of, text_head
 from rogueflow.schema import TIMESTAMP
+
+if TYPE_CHECKING:  # the detector reads captures through pcapdns, which imports this module
+    from rogueflow.detect.dnstunnel import TunnelDetector
 
 #: What decompressors and Arrow raise for bytes they cannot read (ArrowInvalid is a ValueError).
 READ_ERRORS = (pa.ArrowException, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
@@ -678,18 +681,23 @@ def conn_table(t: pa.Table, *, path: Path, locate: Locate, options: ReadOptions,
 
 
 def companion_lookup(path: Path, value_field: str, column: str, block_size: int,
-                     passive: PassiveDns | None = None) -> Lookup:  # fmt: skip
+                     passive: PassiveDns | None = None,
+                     tunnels: TunnelDetector | None = None) -> Lookup:  # fmt: skip
     """uid → first non-empty ``value_field`` of a companion log (held in memory: two
     short strings per row of the companion, never the conn.log); a dns.log's address
-    answers go to ``passive`` from the same pass."""
+    answers go to ``passive`` and its every query to ``tunnels`` from the same pass."""
     types = {"uid": pa.string(), value_field: pa.string()}
     if passive is not None:
         types |= ANSWER_TYPES
+    if tunnels is not None:
+        types |= {"ts": pa.float64(), "id.orig_h": pa.string(), "qtype_name": pa.string()}
     uids: list[pa.Array] = [pa.array([], pa.string())]
     values: list[pa.Array] = [pa.array([], pa.string())]
     for batch, locate in log_batches(path, types, ["uid"], [], path.name, block_size):
         if passive is not None:
             passive.add(batch, path, locate)
+        if tunnels is not None:
+            tunnels.add_dns_log(_dns_queries(batch, path, locate))
         if value_field not in batch.schema.names:
             if passive is None:
                 break
@@ -702,6 +710,26 @@ def companion_lookup(path: Path, value_field: str, column: str, block_size: int,
     unique = pc.unique(all_uids)
     first = pc.index_in(unique, value_set=all_uids)  # index_in finds each uid's first row
     return Lookup(column, unique, pa.concat_arrays(values).take(first))
+
+
+def _dns_queries(batch: pa.RecordBatch, path: Path, locate: Locate) -> pa.Table:
+    """A dns.log batch as the tunnel detector reads it: ``ts`` in epoch seconds (TSV and
+    JSON, epoch or ISO times alike) and ``qtype_name`` (A, TXT, NULL …) as ``qtype``."""
+    names = batch.schema.names
+    if not {"ts", "id.orig_h", "query"} <= set(names):
+        return pa.table({})
+    keep = pc.is_valid(batch["ts"])
+    rows = np.flatnonzero(np.asarray(keep))
+    t = pa.Table.from_batches([batch]).take(pa.array(rows))
+    us = _timestamps(t["ts"], path, lambda k: locate(int(rows[k])))
+    cols = {
+        "ts": pa.array(us / 1e6, pa.float64()),
+        "id.orig_h": t["id.orig_h"],
+        "query": t["query"],
+    }
+    if "qtype_name" in names:
+        cols["qtype"] = t["qtype_name"]
+    return pa.table(cols)
 
 
 def companion_paths(path: Path) -> list[Path]:
@@ -782,19 +810,26 @@ class ZeekConnReader:
         block = min(max(options.batch_rows * 200, 1 << 16), 1 << 24)
         kinds = {kind: (fld, col) for kind, fld, col in COMPANIONS}
         at = path.name.split(".").index("conn") if self.companions(path) else 0
+        from rogueflow.detect.dnstunnel import TunnelDetector, label_table
+
         answers = PassiveDns()
+        tunnels = TunnelDetector()
         lookups = []
         for p in self.companions(path):
             kind = p.name.split(".")[at]
-            lookups.append(companion_lookup(p, *kinds[kind], block,
-                                            answers if kind == "dns" else None))  # fmt: skip
+            dns = kind == "dns"
+            lookups.append(companion_lookup(p, *kinds[kind], block, answers if dns else None,
+                                            tunnels if dns else None))  # fmt: skip
         answers.finish()
         passive = answers if len(answers.order_key) else None
+        # conn rows of a client's queries to a domain its dns.log shows tunnelling through
+        label = tunnels if tunnels.flagged() else None
         # uid is only needed to join companion logs (and is costly to parse)
         types = CONN_TYPES if lookups else {k: v for k, v in CONN_TYPES.items() if k != "uid"}
         batches = prefetch(log_batches(path, types, REQUIRED, COUNTERS, "conn.log", block))
         for batch, locate in batches:
             for s in range(0, batch.num_rows, options.batch_rows):
                 part = pa.Table.from_batches([batch.slice(s, options.batch_rows)])
-                yield conn_table(part, path=path, locate=lambda k, s=s, f=locate: f(s + k),  # type: ignore[misc]
-                                 options=options, lookups=lookups, passive=passive)  # fmt: skip
+                table = conn_table(part, path=path, locate=lambda k, s=s, f=locate: f(s + k),  # type: ignore[misc]
+                                   options=options, lookups=lookups, passive=passive)  # fmt: skip
+                yield table if label is None else label_table(label, table)

@@ -614,8 +614,10 @@ CATEGORIES = (
     "social.western", "social.chinese", "streaming", "gaming", "filesharing", "email",
     "news", "search", "shopping", "government", "education", "crypto.exchange",
     "crypto.mining", "crypto.p2p", "anonymizer.tor", "anonymizer.vpn", "anonymizer.doh",
-    "infrastructure", "other",
+    "dns.tunnel", "infrastructure", "other",
 )  # fmt: skip
+#: categories only behaviour detectors assign: no service of the taxonomy belongs to one
+DETECTOR_CATEGORIES = frozenset({"dns.tunnel"})
 #: nDPI's category names (ndpi_category_get_name) the taxonomy may cite
 NDPI_CATEGORIES = frozenset((
     "Unspecified", "Media", "VPN", "Email", "DataTransfer", "Web", "SocialNetwork",
