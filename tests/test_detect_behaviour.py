@@ -52,7 +52,8 @@ NEGATIVE_PCAPS = (
 def ingest_run(ws: Workspace, paths: Iterable[Path], *, drop_app_label: bool = False) -> pa.Table:
     """Ingest files in name order as one run, the way ingest/pipeline.py wires Behaviour.
 
-    ``drop_app_label`` removes nDPI's label first: flow-record-only visibility.
+    ``drop_app_label`` removes nDPI's label and the payload detectors' labels first:
+    flow-record-only visibility.
     Returns every stored row.
     """
     store = FlowStore(ws)
@@ -68,8 +69,11 @@ def ingest_run(ws: Workspace, paths: Iterable[Path], *, drop_app_label: bool = F
                 for batch in p.reader.read(p.path, ReadOptions()):
                     t = conform(batch, source_format=p.reader.name, source_id=source_id)
                     if drop_app_label:
-                        i = t.schema.get_field_index("app_label")
-                        t = t.set_column(i, "app_label", pa.nulls(t.num_rows, pa.string()))
+                        for name in ("app_label", "service", "category", "evidence", "coin"):
+                            i = t.schema.get_field_index(name)
+                            t = t.set_column(i, name, pa.nulls(t.num_rows, pa.string()))
+                        i = t.schema.get_field_index("confidence")
+                        t = t.set_column(i, "confidence", pa.nulls(t.num_rows, pa.float32()))
                     yield behaviour.hold(enricher.apply(t))
                 yield from behaviour.release()
 

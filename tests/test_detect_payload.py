@@ -362,6 +362,18 @@ def test_levin_needs_a_known_command() -> None:
     assert label is not None and label.confidence == 0.95 and "packet 7" in label.evidence
 
 
+def test_nano_needs_a_header_both_ways() -> None:
+    hello = b"RC\x14\x14\x12\x0a\x01\x00" + bytes(40)
+    assert p2p.nano_message(hello) is not None
+    assert p2p.nano_message(b"RC\x12\x14\x12\x0a\x01\x00") is None  # using > max
+    assert p2p.nano_message(b"RC\x14\x14\x12\x63\x01\x00") is None  # unknown type
+    one_way = Session(sport=7075).send(True, hello)
+    assert one_way.detections() == []
+    label = label_of(Session(sport=7075).send(True, hello).send(False, hello))
+    assert (label.service, label.coin, label.confidence) == ("nano-p2p", "XNO", 0.99)
+    assert "Nano message 'node_id_handshake' (live network) in packet 1" in label.evidence
+
+
 # --- the flow table --------------------------------------------------------------------------
 
 
@@ -444,6 +456,7 @@ def test_mining_capture_ground_truth(shared: Path) -> None:
                                          "69.118.54.122", "184.58.165.119", "188.165.213.169"}),
         ("monero.pcap", "monero-p2p", {"159.69.36.66", "78.56.22.89", "62.210.127.86",
                                        "100.42.27.58"}),
+        ("nano.pcapng", "nano-p2p", {"37.120.187.138"}),
     ],
 )  # fmt: skip
 def test_p2p_captures_every_peer(shared: Path, name: str, service: str, peers: set[str]) -> None:
@@ -454,7 +467,7 @@ def test_p2p_captures_every_peer(shared: Path, name: str, service: str, peers: s
         assert d.label.service == service and d.label.category == "crypto.p2p"
         assert d.label.wallet is None and d.label.confidence == 0.99
         found |= {addr.format_one(d.key[1]), addr.format_one(d.key[3])}
-    assert found - {"192.168.1.142", "192.168.2.100"} == peers
+    assert found - {"192.168.1.142", "192.168.2.100", "192.168.88.231"} == peers
     assert len(index) == len(peers)
 
 
@@ -610,7 +623,12 @@ def test_fuzz_detectors_on_random_bytes(data: bytes) -> None:
     p2p.levin_messages(data)
 
 
-@given(st.lists(st.sampled_from(sorted(p2p.SIGNATURES)) | st.binary(max_size=40), max_size=12))
+@given(
+    st.lists(
+        st.sampled_from([*sorted(p2p.SIGNATURES), b"RC\x14\x14\x12\x0a"]) | st.binary(max_size=40),
+        max_size=12,
+    )
+)
 @settings(max_examples=150)
 def test_fuzz_p2p_signature_soup(parts: list[bytes]) -> None:
     data = b"".join(parts)

@@ -107,7 +107,7 @@ HEADER_B, MIN_PAYLOAD = 40, 100
 
 _KEYS = ("c_hi", "c_lo", "s_hi", "s_lo", "ports")
 _SUMS = ("c_pkts", "c_bytes", "s_pkts", "s_bytes", "records", "acks")
-_MAXES = ("syn", "closed", "indicator", "mining", "p2p", "touched", "last")
+_MAXES = ("syn", "closed", "flagged", "indicator", "mining", "p2p", "touched", "last")
 _SYN, _FIN_RST, _ACK = 0x02, 0x05, 0x10
 
 
@@ -274,6 +274,8 @@ class Behaviour:
             "last": _np(pc.cast(rows.column("ts_end"), pa.int64())),
             "syn": (tcp & (flags & _SYN > 0)).astype(np.int64),
             "closed": (tcp & (flags & _FIN_RST > 0)).astype(np.int64),
+            # exporters without TCP flags write 0: "no FIN seen" then means nothing
+            "flagged": (tcp & (flags > 0)).astype(np.int64),
             "indicator": cat.astype(np.int64),
             "mining": np.zeros(len(pk), dtype=np.int64),
             "p2p": np.zeros(len(pk), dtype=np.int64),
@@ -346,7 +348,7 @@ class Behaviour:
         smallest = np.fmin(mean_c, mean_s)
         rate = np.divide(pkts, span, out=np.full_like(span, np.inf), where=span > 0)
         byte_rate = np.divide(c_bytes + s_bytes, span, out=np.zeros_like(span), where=span > 0)
-        open_ = col["closed"] == 0
+        open_ = (col["closed"] == 0) & (col["flagged"] > 0)
         feats = {
             "indicator": col["indicator"] > 0,
             "long": span >= LONG_S,
@@ -444,7 +446,10 @@ class Behaviour:
             parts.append(f"{rate[i]:.2f} pkt/s")
         if feats["acks"][i]:
             parts.append(f"{int(col['acks'][i])} client ACK-only records")
-        parts.append("no FIN/RST" if feats["open"][i] else "closed")
+        if feats["open"][i]:
+            parts.append("no FIN/RST")
+        elif col["closed"][i]:
+            parts.append("closed")
         return f"flow shape: {', '.join(parts)}; score {score[i]:.2f}"
 
     def _label(self, rows: pa.Table, keys: pa.Table, verdict: _Verdict) -> pa.Table:

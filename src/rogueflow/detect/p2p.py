@@ -206,7 +206,10 @@ def detect_p2p(streams: list[Stream]) -> Label | None:
         return Label("monero-p2p", "crypto.p2p", _confidence(levin), evidence, "XMR")
     # Nano frames carry no magic beyond 'R' and a network letter: both directions
     # must open with a well-formed header before the connection counts as Nano
-    nano = [(s, m) for s in streams if (m := nano_message(s.data)) is not None]
+    opened = [(s, nano_message(s.data)) for s in streams]
+    nano = sorted(
+        ((s, m) for s, m in opened if m is not None), key=lambda sm: sm[0].where(0) or (0, 0)
+    )
     if len(nano) == 2:
         (s0, first), (_, second) = nano
         network = NANO_NETWORKS[first.magic[1]]

@@ -61,7 +61,7 @@ import pyarrow.compute as pc
 
 from rogueflow import addr
 from rogueflow.errors import ConfigError, InputError, MissingDependency
-from rogueflow.ingest import pcapcheck, pcapdns
+from rogueflow.ingest import pcapcheck, pcapdns, pcappayload
 from rogueflow.ingest.base import (
     NoCompanions,
     ReadOptions,
@@ -146,11 +146,29 @@ class PcapReader(NoCompanions):
             summary = pcapcheck.check(plain, display=path)
             if summary.packets:
                 passive = pcapdns.passive_dns(plain)
+                payload = pcappayload.payload_index(plain)
                 tunnels = _tunnels(plain)
                 from rogueflow.detect.dnstunnel import label_table
 
                 for table in _FlowBatcher(path, plain, cfg, options, summary, passive).batches():
+                    if payload is not None:
+                        table = _with_payload(table, payload)
                     yield table if tunnels is None else label_table(tunnels, table)
+
+
+def _with_payload(table: pa.Table, payload: pcappayload.PayloadIndex) -> pa.Table:
+    """The flows' payload labels (mining, blockchain P2P) with their coin, pool and wallet.
+
+    Enrichment keeps them over its own weaker labels: the evidence is marked ``payload: ``.
+    """
+    cols = payload.label_columns(table)
+    ev = cols["evidence"]
+    cols["evidence"] = pc.if_else(
+        pc.is_valid(ev), pc.binary_join_element_wise("payload: ", ev, ""), ev
+    )
+    for name, values in cols.items():
+        table = table.append_column(name, values)
+    return table
 
 
 def _tunnels(plain: Path) -> Any:  # TunnelDetector | None

@@ -190,7 +190,8 @@ class PayloadIndex:
         """service, category, confidence, evidence, coin, pool, wallet for each flow
         of a canonical table; null where no payload detection applies."""
         n = table.num_rows
-        cols: dict[str, list[object]] = {k: [None] * n for k in _COLUMNS}
+        which = np.full(n, -1, dtype=np.int32)  # per flow: index into ``labels``, -1 none
+        labels: dict[Label, int] = {}
         ports = np.array(sorted({p for k in self._by_key for p in (k[2], k[4])}), dtype=np.int64)
         if n and len(ports):
             proto = _ints(table["proto"])
@@ -199,21 +200,24 @@ class PayloadIndex:
                 np.isin(proto, (6, 17)) & np.isin(sport, ports) & np.isin(dport, ports)
             )[0]
             if len(cand):
-                src = addr.to_matrix(table["src_addr"].take(pa.array(cand)))
-                dst = addr.to_matrix(table["dst_addr"].take(pa.array(cand)))
-                t0 = _ints(table["ts_start"].take(pa.array(cand)))
-                t1 = _ints(table["ts_end"].take(pa.array(cand)))
+                rows = pa.array(cand)
+                src = addr.to_matrix(table["src_addr"].take(rows))
+                dst = addr.to_matrix(table["dst_addr"].take(rows))
+                t0, t1 = _ints(table["ts_start"].take(rows)), _ints(table["ts_end"].take(rows))
                 for j, i in enumerate(cand.tolist()):
                     a, b = src[j].tobytes(), dst[j].tobytes()
                     label = self.lookup(
                         int(proto[i]), a, int(sport[i]), b, int(dport[i]), int(t0[j]), int(t1[j])
                     )
                     if label is not None:
-                        for k in _COLUMNS:
-                            cols[k][i] = getattr(label, k)
+                        which[i] = labels.setdefault(label, len(labels))
+        take = pa.array(which, pa.int32(), mask=which < 0)
         return {
-            k: pa.array(v, pa.float32() if k == "confidence" else pa.string())
-            for k, v in cols.items()
+            k: pa.array(
+                [getattr(lb, k) for lb in labels],
+                pa.float32() if k == "confidence" else pa.string(),
+            ).take(take)
+            for k in _COLUMNS
         }
 
 

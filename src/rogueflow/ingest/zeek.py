@@ -690,7 +690,7 @@ def companion_lookup(path: Path, value_field: str, column: str, block_size: int,
     if passive is not None:
         types |= ANSWER_TYPES
     if tunnels is not None:
-        types |= {"ts": pa.float64(), "id.orig_h": pa.string(), "qtype_name": pa.string()}
+        types |= {"ts": pa.float64(), "id.orig_h": pa.string(), "qtype": pa.int64()}
     uids: list[pa.Array] = [pa.array([], pa.string())]
     values: list[pa.Array] = [pa.array([], pa.string())]
     for batch, locate in log_batches(path, types, ["uid"], [], path.name, block_size):
@@ -714,7 +714,7 @@ def companion_lookup(path: Path, value_field: str, column: str, block_size: int,
 
 def _dns_queries(batch: pa.RecordBatch, path: Path, locate: Locate) -> pa.Table:
     """A dns.log batch as the tunnel detector reads it: ``ts`` in epoch seconds (TSV and
-    JSON, epoch or ISO times alike) and ``qtype_name`` (A, TXT, NULL …) as ``qtype``."""
+    JSON, epoch or ISO times alike), the client, the query and its numeric ``qtype``."""
     names = batch.schema.names
     if not {"ts", "id.orig_h", "query"} <= set(names):
         return pa.table({})
@@ -727,8 +727,8 @@ def _dns_queries(batch: pa.RecordBatch, path: Path, locate: Locate) -> pa.Table:
         "id.orig_h": t["id.orig_h"],
         "query": t["query"],
     }
-    if "qtype_name" in names:
-        cols["qtype"] = t["qtype_name"]
+    if "qtype" in names:
+        cols["qtype"] = t["qtype"]
     return pa.table(cols)
 
 
