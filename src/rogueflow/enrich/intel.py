@@ -438,8 +438,11 @@ class Enricher:
         Values a detector wrote (from the payload) are kept.
         """
         n = table.num_rows
-        coin_of = self._single_coin
-        svc_coin = np.array([*(coin_of.get(v) for v in self.strings.values()), None], dtype=object)
+        # only the services this batch uses: the interned strings also hold every evidence text
+        values = self.strings.values()
+        used = np.unique(label.service[label.service >= 0])
+        svc_coin = np.full(len(values) + 1, None, dtype=object)
+        svc_coin[used] = [self._single_coin.get(values[c]) for c in used.tolist()]
         coin = pa.array(svc_coin[label.service], pa.string())
         mining = label.category == self.strings.code("crypto.mining")
         named = mining & (label.confidence >= CONFIDENCE["domain-suffix"])
