@@ -314,8 +314,8 @@ def test_empty_territory_is_an_error(tmp_path: Path) -> None:
 def test_queries_are_recorded_and_portable(outputs) -> None:  # type: ignore[no-untyped-def]
     log = outputs[2]
     sqls = [q.sql for q in log]
-    assert any(q.label == "view territory_flows" for q in log)
-    for sql in sqls[1:]:  # analysis queries read only the scope view
+    assert [q.label for q in log[:2]] == ["view _scope_base", "view territory_flows"]
+    for sql in sqls[2:]:  # analysis queries read only the scope view
         assert "territory_flows" in sql
         assert "isodow" not in sql and "::" not in sql  # engine spellings stay in the view
 

@@ -93,6 +93,50 @@ class Provenance:
     generated_at: str
 
 
+INDICATOR_KINDS = ("ipv4-addr", "ipv6-addr", "domain-name", "wallet")
+
+
+@dataclass(frozen=True)
+class Indicator:
+    """Something a finding names that others can look for: an address, a domain, a wallet.
+
+    Exports (STIX indicators, MISP attributes, Zeek intel) are written from these.
+    ``role`` says what it is in this finding ("mining pool", "fronting host",
+    "tunnel endpoint", "new mail server" …); ``coin`` is set for wallets.
+    """
+
+    kind: str
+    value: str
+    role: str
+    first_seen: str | None = None  # ISO 8601 UTC
+    last_seen: str | None = None
+    flows: int | None = None
+    coin: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDICATOR_KINDS:
+            raise ValueError(f"indicator kind must be one of {INDICATOR_KINDS}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class SampleFlow:
+    """One stored flow shown as evidence (STIX observed-data, MISP netflow objects)."""
+
+    ts_start: str  # ISO 8601 UTC
+    ts_end: str
+    src: str
+    dst: str
+    proto: int
+    src_port: int
+    dst_port: int
+    packets: int
+    bytes: int
+    community_id: str
+    service: str | None = None
+    category: str | None = None
+    evidence: str | None = None
+
+
 @dataclass(frozen=True)
 class Finding:
     id: str
@@ -106,6 +150,9 @@ class Finding:
     provenance: Provenance
     alternatives: tuple[str, ...] = ()
     headline: tuple[str, ...] = field(default=())  # metric names shown beside key judgments
+    indicators: tuple[Indicator, ...] = ()
+    samples: tuple[SampleFlow, ...] = ()
+    priority: str = "normal"  # "high" puts a finding first (e.g. a sanctioned wallet)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

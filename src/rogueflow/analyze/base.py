@@ -14,8 +14,10 @@ from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as dist_version
 from typing import Any, Protocol
 
-from rogueflow.analyze.context import QueryRecord, Scope
-from rogueflow.findings import Finding, Provenance, Query
+from rogueflow.addr import format_one
+from rogueflow.analyze.context import VIEW, QueryRecord, Scope
+from rogueflow.findings import Finding, Provenance, Query, SampleFlow
+from rogueflow.flowkey import community_id
 
 
 @dataclass
@@ -117,3 +119,59 @@ def provenance(
         rogueflow_version=rogueflow_version(),
         generated_at=generated_at or datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def sample_flows(scope: Scope, label: str, where: str, limit: int = 10) -> tuple[SampleFlow, ...]:
+    """Up to ``limit`` flows of the scope matching ``where`` (SQL over ``territory_flows``),
+    earliest first, as evidence rows with their Community ID.
+
+    >>> sample_flows(scope, "monero mining samples", "coin = 'XMR'", 5)  # doctest: +SKIP
+    """
+    rows = scope.rows(
+        label,
+        f"""
+        SELECT ts_utc, ts_end, side, internal_addr, remote_addr, internal_port, remote_port,
+               proto, packets + rev_packets AS packets, bytes + rev_bytes AS bytes,
+               service, category, evidence
+        FROM {VIEW} WHERE {where}
+        ORDER BY ts_utc, internal_addr, remote_addr LIMIT {int(limit)}
+        """,
+    )
+    out = []
+    for r in rows:
+        inbound = r["side"] == "in"
+        src, dst = (
+            (r["remote_addr"], r["internal_addr"])
+            if inbound
+            else (r["internal_addr"], r["remote_addr"])
+        )
+        sport, dport = (
+            (r["remote_port"], r["internal_port"])
+            if inbound
+            else (r["internal_port"], r["remote_port"])
+        )
+        out.append(
+            SampleFlow(
+                ts_start=_iso(r["ts_utc"]),
+                ts_end=_iso(r["ts_end"] or r["ts_utc"]),
+                src=format_one(src),
+                dst=format_one(dst),
+                proto=int(r["proto"]),
+                src_port=int(sport or 0),
+                dst_port=int(dport or 0),
+                packets=int(r["packets"] or 0),
+                bytes=int(r["bytes"] or 0),
+                community_id=community_id(
+                    src, dst, int(r["proto"]), int(sport or 0), int(dport or 0)
+                ),
+                service=r["service"],
+                category=r["category"],
+                evidence=r["evidence"],
+            )
+        )
+    return tuple(out)
+
+
+def _iso(t: datetime) -> str:
+    """Naive UTC timestamps of the view as ISO 8601 with a Z."""
+    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -21,6 +21,7 @@ Choices, so a report can state them:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -100,10 +101,25 @@ def bootstrap_shares(
     m = len(nn)
     if m == 0:
         return np.zeros(0)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, m, size=(samples, m))
-    tot = nn[idx].sum(axis=1)
-    return np.where(tot > 0, kk[idx].sum(axis=1) / np.maximum(tot, 1), np.nan)
+    w = _resample_weights(m, samples, seed)
+    tot = w @ nn
+    return np.where(tot > 0, (w @ kk) / np.maximum(tot, 1), np.nan)
+
+
+@functools.lru_cache(maxsize=32)
+def _resample_weights(m: int, samples: int, seed: int) -> Floats:
+    """How often each of ``m`` days is drawn in each bootstrap replicate.
+
+    The draws are those of ``rng.integers(0, m, (samples, m))``, counted per day, so a
+    share's replicates are two matrix-vector products; cached because a report asks
+    for hundreds of shares over the same days.
+    """
+    idx = np.random.default_rng(seed).integers(0, m, size=(samples, m))
+    rows = np.repeat(np.arange(samples), m)
+    w = np.zeros((samples, m), dtype=np.float64)
+    np.add.at(w, (rows, idx.ravel()), 1.0)
+    w.flags.writeable = False
+    return w
 
 
 @dataclass(frozen=True)
