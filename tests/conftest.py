@@ -56,3 +56,36 @@ def workspace(tmp_path: Path):  # type: ignore[no-untyped-def]
     from rogueflow.workspace import Workspace
 
     return Workspace(tmp_path / "ws")
+
+
+class DemoRun:
+    """A small demo generated, ingested and reported once per test session."""
+
+    def __init__(self, root: Path, scenario: str) -> None:
+        import json
+
+        from rogueflow.demo import run_demo
+        from rogueflow.workspace import Workspace
+
+        self.ws = Workspace(root / "ws")
+        self.result = run_demo(
+            self.ws, scale="small", seed=20170517, out=None, quiet=True, scenario=scenario
+        )
+        self.input = self.result.input_dir
+        self.truth = self.result.truth
+        assert self.result.report is not None
+        self.report_dir = self.result.report.out_dir
+        self.doc = json.loads((self.report_dir / "findings.json").read_text())
+        self.findings = {f["id"]: f for f in self.doc["findings"]}
+
+
+@pytest.fixture(scope="session")
+def demo_reference(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The reference scenario (the behaviours of the reference case), small scale."""
+    return DemoRun(tmp_path_factory.mktemp("demo-reference"), "reference")
+
+
+@pytest.fixture(scope="session")
+def demo_control(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """The control scenario (none of the behaviours), small scale."""
+    return DemoRun(tmp_path_factory.mktemp("demo-control"), "control")

@@ -153,6 +153,9 @@ class Finding:
     indicators: tuple[Indicator, ...] = ()
     samples: tuple[SampleFlow, ...] = ()
     priority: str = "normal"  # "high" puts a finding first (e.g. a sanctioned wallet)
+    #: True when the finding asserts the behaviour it looks for (a change, an onset, a
+    #: presence), False when it reports its absence, None when it only describes
+    detected: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -35,12 +35,13 @@ class Analysis(Protocol):
 
 def builtin_analyses() -> list[Analysis]:
     """The analyses a report runs, in report order."""
+    from rogueflow.analyze.catpattern import CategoryPattern
     from rogueflow.analyze.counterparts import Counterparts
     from rogueflow.analyze.pattern import PatternOfLife
     from rogueflow.analyze.routing import UpstreamRouting
     from rogueflow.analyze.volume import VolumeGrowth
 
-    return [VolumeGrowth(), PatternOfLife(), UpstreamRouting(), Counterparts()]
+    return [VolumeGrowth(), PatternOfLife(), CategoryPattern(), UpstreamRouting(), Counterparts()]
 
 
 def rogueflow_version() -> str:

@@ -130,6 +130,7 @@ class PatternOfLife:
             prov = provenance(scope, used)
         out.findings.append(
             Finding(
+                detected=_shifted(metrics) if len(years) > 1 else None,
                 id="pattern.weekday_shift",
                 title=f"Pattern of life in {t.name} local time",
                 statement=f"{assess(confidence.level)} {statement}",
@@ -404,6 +405,15 @@ class PatternOfLife:
                 )
             )
         return tuple(tables)
+
+
+def _shifted(metrics: dict[str, Metric]) -> bool:
+    """Whether a weekday or business-hours share moved beyond its interval."""
+    for k in ("weekday", "business_hours"):
+        m = metrics.get(f"{k}_share_change_pp")
+        if m is not None and m.low is not None and m.high is not None and (m.low > 0 or m.high < 0):
+            return True
+    return False
 
 
 def _alternatives(zone: str) -> tuple[str, ...]:

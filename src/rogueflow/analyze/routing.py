@@ -27,6 +27,7 @@ from rogueflow.bgp.shares import Routing, Shares, compute_shares, territory_rout
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
 from rogueflow.territory import Territory
 
+SHARE_MOVED = 0.03  # an upstream's share is said to move past 3 points
 SHARE_METHOD = (
     "bytes of the territory's flows, each split over the upstreams of the most specific "
     "announced prefix covering its inside address that UTC day, by the collector peers' "
@@ -125,6 +126,7 @@ def _change_finding(
         metrics[f"appeared_AS{c.upstream_asn}"] = Metric(c.ts.timestamp(), unit="unix time")
     confidence = grade(checks)
     return Finding(
+        detected=bool(news),
         id="routing.upstream_change",
         title=f"Upstream changes of {t.name}",
         statement=f"{assess(confidence.level)} {statement}" if parts else statement,
@@ -251,7 +253,11 @@ def _share_finding(
         ),
     ]
     confidence = grade(checks)
+    moved = bool(q_after and y_last) and (
+        abs((y_last[-1].traffic_share or 0.0) - (q_after[0].traffic_share or 0.0)) >= SHARE_MOVED
+    )
     return Finding(
+        detected=moved and any(c.ts > min(x.ts for x in routing.changes) for c in newest),
         id="routing.upstream_share",
         title=f"Upstream shares of {t.name}'s traffic",
         statement=f"{assess(confidence.level)} {statement}" if q_after and y_last else statement,

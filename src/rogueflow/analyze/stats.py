@@ -106,7 +106,7 @@ def bootstrap_shares(
     return np.where(tot > 0, (w @ kk) / np.maximum(tot, 1), np.nan)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=16)
 def _resample_weights(m: int, samples: int, seed: int) -> Floats:
     """How often each of ``m`` days is drawn in each bootstrap replicate.
 
@@ -115,9 +115,8 @@ def _resample_weights(m: int, samples: int, seed: int) -> Floats:
     for hundreds of shares over the same days.
     """
     idx = np.random.default_rng(seed).integers(0, m, size=(samples, m))
-    rows = np.repeat(np.arange(samples), m)
-    w = np.zeros((samples, m), dtype=np.float64)
-    np.add.at(w, (rows, idx.ravel()), 1.0)
+    flat = (idx + (np.arange(samples) * m)[:, None]).ravel()
+    w = np.bincount(flat, minlength=samples * m).reshape(samples, m).astype(np.float64)
     w.flags.writeable = False
     return w
 

@@ -36,6 +36,7 @@ from rogueflow.findings import (
     num,
 )
 
+GROWTH_CLEAR = 1.1  # growth is asserted when its interval lies beyond ±10 %
 RATE_METHOD = (
     "mean of daily counts over days with data; 95% interval on the log scale with the "
     "variance of the daily series (floored at Poisson)"
@@ -264,7 +265,11 @@ class VolumeGrowth:
             }
             out.charts["volume.monthly"], monthly = self._monthly(scope)
             prov = provenance(scope, used)
+        gm = metrics.get("growth_ratio")
         return Finding(
+            detected=None
+            if gm is None or gm.low is None or gm.high is None
+            else bool(gm.low > GROWTH_CLEAR or gm.high < 1 / GROWTH_CLEAR),
             id="volume.growth",
             title=f"Growth of activity to and from {t.name}",
             statement=f"{assess(confidence.level)} {statement}",
@@ -495,6 +500,7 @@ class VolumeGrowth:
             }
             prov = provenance(scope, used)
         return Finding(
+            detected=bool(cps),
             id="volume.change_points",
             title="Dated changes in daily activity",
             statement=f"{assess(confidence.level)} {statement}",

@@ -22,6 +22,7 @@ from rogueflow.cli.common import (
     territory_options,
     window_options,
 )
+from rogueflow.cli.export import export
 from rogueflow.cli.intel import intel
 
 
@@ -219,6 +220,13 @@ def settings_cmd(c: Ctx, markdown: bool) -> None:
     help="Baseline window YYYY-MM-DD:YYYY-MM-DD for period comparisons.",
 )
 @click.option(
+    "--events",
+    "events",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV of dated events (date,label) to test for pre-event changes.",
+)
+@click.option(
     "--out",
     "out",
     type=click.Path(file_okay=False),
@@ -234,6 +242,7 @@ def report(
     start: Any,
     end: Any,
     baseline: str | None,
+    events: str | None,
     out: str | None,
 ) -> None:
     """Write report.html, report.md and findings.json for a territory."""
@@ -247,6 +256,7 @@ def report(
         start=_day(start),
         end=_day(end),
         baseline=baseline,
+        events=Path(events) if events else None,
         out=Path(out) if out else None,
         quiet=c.quiet,
     )
@@ -262,6 +272,14 @@ def report(
 )
 @click.option("--seed", type=int, default=20170517, help="Random seed of the simulation.")
 @click.option(
+    "--scenario",
+    type=click.Choice(["reference", "control"]),
+    default="reference",
+    show_default=True,
+    help="reference: the behaviours of the reference case; control: the same network "
+    "with none of them (no finding should be asserted).",
+)
+@click.option(
     "--out",
     "out",
     type=click.Path(file_okay=False),
@@ -270,11 +288,18 @@ def report(
 )
 @pass_ctx
 @handle_errors
-def demo(c: Ctx, scale: str, seed: int, out: str | None) -> None:
+def demo(c: Ctx, scale: str, seed: int, scenario: str, out: str | None) -> None:
     """Simulate a watched network 2017-01..2019-11, ingest it and write the report."""
     from rogueflow.demo import run_demo
 
-    result = run_demo(c.ws, scale=scale, seed=seed, out=Path(out) if out else None, quiet=c.quiet)
+    result = run_demo(
+        c.ws,
+        scale=scale,
+        seed=seed,
+        out=Path(out) if out else None,
+        quiet=c.quiet,
+        scenario=scenario,
+    )
     click.echo(result.summary())
 
 
@@ -321,6 +346,7 @@ def _day(value: Any) -> date | None:
 
 cli.add_command(intel)
 cli.add_command(bgp)
+cli.add_command(export)
 
 
 def main() -> None:

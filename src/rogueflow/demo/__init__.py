@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rogueflow.bgp.store import BgpStore
-from rogueflow.demo import scenario
+from rogueflow.demo import scenario as sc
 from rogueflow.demo.routing import write_mrt
 from rogueflow.demo.simulate import Plan, build_plan, generate_month
 from rogueflow.demo.truth import KP_RANGES, MonthStats, finalise, summarise
@@ -72,9 +72,9 @@ class DemoResult:
 _WORKER_PLAN: Plan | None = None
 
 
-def _init_worker(scale: str, seed: int) -> None:
+def _init_worker(scale: str, seed: int, scenario: str) -> None:
     global _WORKER_PLAN
-    _WORKER_PLAN = build_plan(scale, seed)
+    _WORKER_PLAN = build_plan(scale, seed, scenario)
 
 
 def _month(plan: Plan, year: int, month: int, zeek_dir: Path) -> MonthStats:
@@ -88,9 +88,16 @@ def _month_in_worker(year: int, month: int, zeek_dir: Path) -> MonthStats:
     return _month(_WORKER_PLAN, year, month, zeek_dir)
 
 
-def generate(out: Path, *, scale: str, seed: int, workers: int | None = None) -> dict[str, Any]:
+def generate(
+    out: Path,
+    *,
+    scale: str,
+    seed: int,
+    workers: int | None = None,
+    scenario: str = "reference",
+) -> dict[str, Any]:
     """Simulate, write the Zeek logs under ``out/zeek`` and the truth files in ``out``."""
-    plan = build_plan(scale, seed)
+    plan = build_plan(scale, seed, scenario)
     zeek_dir = out / "zeek"
     zeek_dir.mkdir(parents=True, exist_ok=True)
     n_workers = (
@@ -105,7 +112,7 @@ def generate(out: Path, *, scale: str, seed: int, workers: int | None = None) ->
             n_workers,
             mp_context=get_context("spawn"),
             initializer=_init_worker,
-            initargs=(scale, seed),
+            initargs=(scale, seed, scenario),
         ) as pool:
             for st in pool.map(
                 _month_in_worker, *zip(*plan.months, strict=True), [zeek_dir] * len(plan.months)
@@ -117,8 +124,8 @@ def generate(out: Path, *, scale: str, seed: int, workers: int | None = None) ->
     with open(out / "events.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["date", "label"])
-        w.writerows((d.isoformat(), label) for d, label in scenario.EVENTS)
-    write_mrt(out / "bgp")
+        w.writerows((d.isoformat(), label) for d, label in sc.EVENTS)
+    write_mrt(out / "bgp", scenario=scenario)
     return truth
 
 
@@ -133,13 +140,21 @@ def _metrics(findings: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def run_demo(ws: Workspace, *, scale: str, seed: int, out: Path | None, quiet: bool) -> DemoResult:
+def run_demo(
+    ws: Workspace,
+    *,
+    scale: str,
+    seed: int,
+    out: Path | None,
+    quiet: bool,
+    scenario: str = "reference",
+) -> DemoResult:
     """Simulate → write Zeek logs and truth → ingest → build the report."""
     from rogueflow.ops import ingest_paths
 
     target = Path(out) if out is not None else ws.root / "demo-input"
     t0 = time.perf_counter()
-    truth = generate(target, scale=scale, seed=seed)
+    truth = generate(target, scale=scale, seed=seed, scenario=scenario)
     elapsed = time.perf_counter() - t0
     ingest_paths(ws, [target / "zeek"], fmt="zeek-conn", quiet=quiet)
     bgp = BgpStore(ws)

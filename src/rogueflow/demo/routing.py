@@ -68,6 +68,12 @@ ROUTING: tuple[tuple[datetime, str, int, dict[int, int]], ...] = (
     *((_t("2018-01-01T06:30:00"), p, STAR, _all(4)) for p in STAR_24S),
     *((_t("2019-01-01T06:30:00"), p, STAR, _all(5)) for p in STAR_24S),
 )
+#: the control scenario: the 2017 routing, unchanged throughout
+CONTROL_ROUTING: tuple[tuple[datetime, str, int, dict[int, int]], ...] = tuple(
+    r for r in ROUTING if r[0] == _t("2017-01-01")
+)
+ROUTINGS = {"reference": ROUTING, "control": CONTROL_ROUTING}
+
 #: neighbours announced beside the watched space (a prefix test must leave them out)
 BACKGROUND: tuple[tuple[str, int, int], ...] = (
     ("175.45.180.0/24", 9808, 58453),
@@ -77,9 +83,11 @@ BACKGROUND: tuple[tuple[str, int, int], ...] = (
 )
 
 
-def _state(at: datetime) -> dict[str, tuple[int, dict[int, int]]]:
+def _state(
+    at: datetime, routing: tuple[tuple[datetime, str, int, dict[int, int]], ...] = ROUTING
+) -> dict[str, tuple[int, dict[int, int]]]:
     cur: dict[str, tuple[int, dict[int, int]]] = {}
-    for when, prefix, origin, ups in ROUTING:
+    for when, prefix, origin, ups in routing:
         if when <= at:
             cur[prefix] = (origin, ups)
     return cur
@@ -97,8 +105,11 @@ def _peers() -> list[Peer]:
     return [Peer(ip, asn) for asn, ip in PEERS]
 
 
-def write_mrt(out: Path, start: date = sc.START, end: date = sc.END) -> list[Path]:
+def write_mrt(
+    out: Path, start: date = sc.START, end: date = sc.END, scenario: str = "reference"
+) -> list[Path]:
     """Monthly RIB dumps and one update file per routing change; returns the paths."""
+    routing = ROUTINGS[scenario]
     out.mkdir(parents=True, exist_ok=True)
     peers = _peers()
     files: list[Path] = []
@@ -108,7 +119,7 @@ def write_mrt(out: Path, start: date = sc.START, end: date = sc.END) -> list[Pat
             w = MrtWriter(fh)
             ts = int(when.timestamp())
             w.peer_index(ts, COLLECTOR_IP, peers)
-            routes = {p: (o, _paths(o, u)) for p, (o, u) in _state(when).items()}
+            routes = {p: (o, _paths(o, u)) for p, (o, u) in _state(when, routing).items()}
             for prefix, upstream, origin in BACKGROUND:
                 routes[prefix] = (
                     origin,
@@ -124,10 +135,10 @@ def write_mrt(out: Path, start: date = sc.START, end: date = sc.END) -> list[Pat
                     ],
                 )
         files.append(path)
-    changes = sorted({when for when, *_ in ROUTING if when > _t(start.isoformat())})
+    changes = sorted({when for when, *_ in routing if when > _t(start.isoformat())})
     for when in changes:
-        before = _state(datetime.fromtimestamp(when.timestamp() - 1, UTC))
-        after = _state(when)
+        before = _state(datetime.fromtimestamp(when.timestamp() - 1, UTC), routing)
+        after = _state(when, routing)
         path = out / f"updates.{when:%Y%m%d.%H%M}.gz"
         with open_mrt_output(path) as fh:
             w = MrtWriter(fh)
@@ -159,14 +170,14 @@ def _months(start: date, end: date) -> Iterator[datetime]:
 
 
 def carrier_weights(
-    inside: npt.NDArray[np.uint32], ts_us: npt.NDArray[np.int64]
+    inside: npt.NDArray[np.uint32], ts_us: npt.NDArray[np.int64], scenario: str = "reference"
 ) -> dict[int, npt.NDArray[np.float64]]:
     """Per flow (IPv4 inside address, UTC µs): each carrier's share of the collector's
     peers for the flow's /24 at the flow's time; flows outside :data:`ROUTING` get 0."""
     net24 = (inside.astype(np.uint64) >> np.uint64(8)).astype(np.int64)
     out: dict[int, npt.NDArray[np.float64]] = {}
     by_prefix: dict[str, list[tuple[int, dict[int, int]]]] = {}
-    for when, prefix, _origin, ups in ROUTING:
+    for when, prefix, _origin, ups in ROUTINGS[scenario]:
         by_prefix.setdefault(prefix, []).append((int(when.timestamp() * 1_000_000), ups))
     for prefix, steps in by_prefix.items():
         a, b, c, _d = (int(x) for x in prefix.split("/")[0].split("."))

@@ -915,3 +915,84 @@ OBF_PERIODS: tuple[tuple[str, date, date], ...] = (
 )
 XMR_BASELINE = (D(2018, 10, 1), D(2019, 4, 30))
 XMR_AFTER = (D(2019, 6, 1), D(2019, 11, 30))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One simulated world: the volume curve, behaviours, hosts and probing days.
+
+    ``reference`` is the reference case; ``control`` is the same network, the same
+    services and counterparts' kinds, with none of the behaviours a finding asserts:
+    flat volume, a fixed weekday/hour pattern, no crypto, no social shift, a steady low
+    VPN/Tor share, no tunnel, no new servers, no probing, no presence networks abroad
+    and no change of upstream (see :mod:`rogueflow.demo.routing`). The report run on
+    it must not assert any of the reference findings with moderate or high confidence.
+    """
+
+    name: str
+    volume: Knots
+    volume_late: Knots  # multiplied by the calibration factor from CALIBRATED_FROM on
+    growth_target: float
+    behaviours: tuple[Behaviour, ...]
+    host_pools: dict[str, HostPool]
+    probe_days: tuple[date, ...]
+
+
+_CONTROL_DROP = frozenset(
+    {
+        # presence networks abroad: universities, ministries, local ISPs
+        *("in-univ", "in-gov", "in-news"),
+        *(f"{c}-local" for c in ("my", "np", "ke", "mz", "id", "nz", "th", "bd")),
+    }
+)
+_CONTROL_KEEP = ("social", "leisure", "work", "resolver", "vpn-tor")
+
+
+def _steady(k: Knots) -> Knots:
+    """A curve held at its first value."""
+    return _c(k[0][1])
+
+
+def _control_behaviours() -> tuple[Behaviour, ...]:
+    out = []
+    for b in BEHAVIOURS:
+        if b.name not in _CONTROL_KEEP:
+            continue
+        members = tuple(
+            Member(m.service, _steady(m.rate)) for m in b.members if m.service not in _CONTROL_DROP
+        )
+        # the whole world keeps one mix of office and evening use
+        work = _c(0.3) if not b.flat else b.work_share
+        out.append(
+            Behaviour(
+                b.name,
+                members,
+                b.hosts,
+                work,
+                b.flat,
+                b.scaled,
+                b.inbound,
+                b.onset,
+                b.obfuscated,
+                b.probe,
+                b.coin,
+                b.tags,
+            )
+        )
+    return tuple(out)
+
+
+REFERENCE = Scenario(
+    "reference", VOLUME, VOLUME_2019, GROWTH_TARGET, BEHAVIOURS, HOST_POOLS, PROBE_DAYS
+)
+CONTROL = Scenario(
+    "control",
+    _c(1.0),
+    ((CALIBRATED_FROM, 1.0), (END, 1.0)),
+    1.0,
+    _control_behaviours(),
+    # the 2017 hosts only: no new hosts joining
+    {"people": HostPool(tuple((a, d) for a, d in HOST_POOLS["people"].hosts if d == START))},
+    (),
+)
+SCENARIOS: dict[str, Scenario] = {s.name: s for s in (REFERENCE, CONTROL)}

@@ -104,6 +104,7 @@ class Plan:
     gaps: set[int]  # UTC day numbers with no collection
     offsets: tuple[I64, I64]  # (UTC bounds µs, offset µs) of the zone
     calibration: float
+    scenario: str = "reference"
 
     @property
     def months(self) -> list[tuple[int, int]]:
@@ -146,8 +147,11 @@ def _net_sample(cidr: str, n: int, rng: np.random.Generator) -> U32:
     return (lo + rng.choice(size, size=min(n, size), replace=False)).astype(np.uint32)
 
 
-def build_plan(scale: str, seed: int) -> Plan:
-    """Compile the scenario for a scale and seed (cheap: a few hundred thousand cells)."""
+def build_plan(scale: str, seed: int, scenario: str = "reference") -> Plan:
+    """Compile a scenario for a scale and seed (cheap: a few hundred thousand cells)."""
+    if scenario not in sc.SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; one of {', '.join(sc.SCENARIOS)}")
+    scn = sc.SCENARIOS[scenario]
     if scale not in sc.SCALE_FLOWS:
         raise ValueError(f"unknown scale {scale!r}; one of {', '.join(sc.SCALE_FLOWS)}")
     rng = np.random.default_rng([seed, 0])
@@ -157,17 +161,17 @@ def build_plan(scale: str, seed: int) -> Plan:
     days = np.arange(day0, day0 + n_days, dtype=np.int64)
     weekday = (days + 3) % 7
     prof = _profiles()
-    vol = knots_eval(sc.VOLUME, days)
+    vol = knots_eval(scn.volume, days)
     late = days >= (sc.CALIBRATED_FROM - date(1970, 1, 1)).days
-    vol_late = knots_eval(sc.VOLUME_2019, days)
+    vol_late = knots_eval(scn.volume_late, days)
 
     streams: list[Stream] = []
     base: list[F64] = []  # [day, hour] grid without the 2019 step
     late_part: list[F64] = []  # the part multiplied by the calibration factor
     hosts_addr, hosts_first, cand_addr, cand_port, ports, names, onset = [], [], [], [], [], [], []
     all_names = sorted({n for s in sc.SERVICES if s.tls for n in s.names})
-    for b in sc.BEHAVIOURS:
-        pool = sc.HOST_POOLS[b.hosts]
+    for b in scn.behaviours:
+        pool = scn.host_pools[b.hosts]
         h_addr = np.array([ip4(a) for a, _ in pool.hosts], dtype=np.uint32)
         h_first = np.array([(d - date(1970, 1, 1)).days for _, d in pool.hosts], dtype=np.int64)
         order = np.argsort(h_first, kind="stable")
@@ -233,7 +237,7 @@ def build_plan(scale: str, seed: int) -> Plan:
 
     base_g = np.stack(base)
     late_g = np.stack(late_part)
-    calib = _calibrate(base_g, late_g, days)
+    calib = _calibrate(base_g, late_g, days, scn.growth_target)
     grid = base_g + calib * late_g
     # noise: flows on the same link touching no watched address
     kp_day = grid.sum(axis=(0, 2))
@@ -273,7 +277,7 @@ def build_plan(scale: str, seed: int) -> Plan:
     # the probing burst keeps a visible floor at any scale
     for i, s in enumerate(streams):
         if s.probe:
-            for d in sc.PROBE_DAYS:
+            for d in scn.probe_days:
                 di = (d - sc.START).days
                 day = grid[i, di]
                 if day.sum() < sc.PROBE_MIN_PER_DAY:
@@ -294,10 +298,11 @@ def build_plan(scale: str, seed: int) -> Plan:
         gaps,
         zone_steps(),
         calib,
+        scenario,
     )
 
 
-def _calibrate(base: F64, late: F64, days: I64) -> float:
+def _calibrate(base: F64, late: F64, days: I64, target: float) -> float:
     """Factor on the 2019 step so that expected flows/day 2019 = GROWTH_TARGET × 2017."""
     years = days.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
     b = base.sum(axis=(0, 2))
@@ -305,7 +310,7 @@ def _calibrate(base: F64, late: F64, days: I64) -> float:
     y17, y19 = years == 2017, years == 2019
     per17 = (b[y17].sum() + lt[y17].sum()) / y17.sum()
     # per19(k) = (b19 + k * l19) / n19
-    k = (sc.GROWTH_TARGET * per17 * y19.sum() - b[y19].sum()) / lt[y19].sum()
+    k = (target * per17 * y19.sum() - b[y19].sum()) / lt[y19].sum()
     return float(k)
 
 

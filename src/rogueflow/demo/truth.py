@@ -153,7 +153,7 @@ def summarise(plan: Plan, f: Flows) -> MonthStats:
         ((uday.astype("datetime64[M]").astype(np.int64) % 12) // 3 + 1).astype(str),
     )
     year = uday.astype("datetime64[Y]").astype(str)
-    for asn, w in carrier_weights(inside.astype(np.uint32), ts).items():
+    for asn, w in carrier_weights(inside.astype(np.uint32), ts, plan.scenario).items():
         for labels in (quarter, year):
             for label in np.unique(labels):
                 sel = labels == label
@@ -213,6 +213,7 @@ def finalise(plan: Plan, st: MonthStats) -> dict[str, Any]:
             "business_hours": "Mon-Fri, local hour in [09:00, 18:00)",
             "bytes": "orig_ip_bytes + resp_ip_bytes",
         },
+        "scenario": plan.scenario,
         "seed": plan.seed,
         "flows_written": st.all_flows,
         "collection_gaps_utc": sorted((EPOCH + timedelta(days=g)).isoformat() for g in plan.gaps),

@@ -1,0 +1,61 @@
+"""The control scenario: the same network with none of the reference behaviours.
+
+Issue 6, acceptance 2: on data without these behaviours no finding asserts one with
+moderate or high confidence. Every finding says whether it asserts its behaviour
+(``detected``); the reference run must assert the behaviours the control lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import DemoRun
+
+#: findings whose behaviour the reference scenario has and the control lacks
+BEHAVIOURS = (
+    "volume.growth",
+    "pattern.weekday_shift",
+    "pattern.by_category",
+    "routing.upstream_change",
+    "routing.upstream_share",
+)
+
+
+def _asserted(f: dict[str, Any]) -> bool:
+    return bool(f.get("detected")) and f["confidence"]["level"] in ("moderate", "high")
+
+
+def test_control_asserts_nothing(demo_control: DemoRun) -> None:
+    assert demo_control.truth["scenario"] == "control"
+    assert abs(demo_control.truth["growth_ratio"] - 1.0) < 0.1
+    asserted = [
+        f"{f['id']}: {f['statement']}" for f in demo_control.doc["findings"] if _asserted(f)
+    ]
+    assert not asserted, "\n".join(asserted)
+    for fid in BEHAVIOURS:
+        assert fid in demo_control.findings, fid
+
+
+def test_reference_asserts_the_behaviours(demo_reference: DemoRun) -> None:
+    missing = [
+        fid
+        for fid in BEHAVIOURS
+        if not _asserted(demo_reference.findings.get(fid, {"confidence": {"level": "low"}}))
+    ]
+    assert not missing, missing
+
+
+def test_every_finding_says_whether_it_asserts(demo_reference: DemoRun) -> None:
+    for f in demo_reference.doc["findings"]:
+        assert "detected" in f, f["id"]
+
+
+def test_category_pattern_follows_people_not_machines(demo_reference: DemoRun) -> None:
+    f = demo_reference.findings["pattern.by_category"]
+    m = f["metrics"]
+    # people's categories moved into office hours; the truth's 2019 weekend share of
+    # e-mail is far below 2017's
+    t = demo_reference.truth["categories"]
+    assert t["2019"]["email"]["weekend_share"] < t["2017"]["email"]["weekend_share"] - 0.1
+    assert m["business_hours_change_pp_email"]["low"] > 20
+    assert m["weekday_share_email_2019"]["value"] > m["weekday_share_email_2017"]["value"] + 0.15
