@@ -8,6 +8,7 @@ in :func:`builtin_analyses`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
@@ -33,15 +34,27 @@ class Analysis(Protocol):
     def run(self, scope: Scope) -> AnalysisOutput: ...
 
 
-def builtin_analyses() -> list[Analysis]:
-    """The analyses a report runs, in report order."""
+def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
+    """The analyses a report runs, in report order; ``events`` (dated events, see
+    :func:`rogueflow.analyze.events.load_events`) adds the event overlay."""
     from rogueflow.analyze.catpattern import CategoryPattern
     from rogueflow.analyze.counterparts import Counterparts
     from rogueflow.analyze.pattern import PatternOfLife
     from rogueflow.analyze.routing import UpstreamRouting
     from rogueflow.analyze.volume import VolumeGrowth
 
-    return [VolumeGrowth(), PatternOfLife(), CategoryPattern(), UpstreamRouting(), Counterparts()]
+    found: list[Analysis] = [
+        VolumeGrowth(),
+        PatternOfLife(),
+        CategoryPattern(),
+        UpstreamRouting(),
+        Counterparts(),
+    ]
+    if events:
+        from rogueflow.analyze.events import EventOverlay
+
+        found.append(EventOverlay(list(events)))
+    return found
 
 
 def rogueflow_version() -> str:

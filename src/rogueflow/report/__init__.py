@@ -182,10 +182,14 @@ def build_report(
     start: date | None = None,
     end: date | None = None,
     baseline: str | None = None,
+    events: Path | None = None,
     out: Path | None = None,
     quiet: bool = True,
 ) -> ReportResult:
-    """Analyse one territory and write report.html, report.md and findings.json."""
+    """Analyse one territory and write report.html, report.md and findings.json.
+
+    ``events`` is a CSV of dated events (``date,label``) for the event overlay.
+    """
     from rogueflow.report.charts import render
     from rogueflow.report.html import render_html
     from rogueflow.report.markdown import render_markdown
@@ -196,12 +200,17 @@ def build_report(
 
     profile = load_profile(code, territory_file)
     window = parse_baseline(baseline)
+    dated = None
+    if events is not None:
+        from rogueflow.analyze.events import load_events
+
+        dated = load_events(events)  # before the engine opens: a bad file fails fast
     scope = open_scope(ws, profile, start, end, window)
     try:
         generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         found: list[Finding] = []
         charts: dict[str, dict[str, Any]] = {}
-        for analysis in builtin_analyses():
+        for analysis in builtin_analyses(events=dated):
             say(f"analysing {analysis.title.lower()} …")
             result = analysis.run(scope)
             found += result.findings
