@@ -39,7 +39,9 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
     :func:`rogueflow.analyze.events.load_events`) adds the event overlay."""
     from rogueflow.analyze.catpattern import CategoryPattern
     from rogueflow.analyze.counterparts import Counterparts
+    from rogueflow.analyze.hosted import HostedServices
     from rogueflow.analyze.pattern import PatternOfLife
+    from rogueflow.analyze.probing import InboundProbing
     from rogueflow.analyze.routing import UpstreamRouting
     from rogueflow.analyze.volume import VolumeGrowth
 
@@ -49,6 +51,8 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
         CategoryPattern(),
         UpstreamRouting(),
         Counterparts(),
+        HostedServices(),
+        InboundProbing(),
     ]
     if events:
         from rogueflow.analyze.events import EventOverlay

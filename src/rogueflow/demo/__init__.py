@@ -166,7 +166,15 @@ def run_demo(
     from rogueflow.report import build_report  # being written alongside; imported late
 
     report = build_report(
-        ws, "kp", territory_file=None, start=None, end=None, baseline=None, out=None, quiet=quiet
+        ws,
+        "kp",
+        territory_file=None,
+        start=None,
+        end=None,
+        baseline=None,
+        events=target / "events.csv",
+        out=None,
+        quiet=quiet,
     )
     return DemoResult(
         target, truth, int(truth["flows_written"]), elapsed, report, _metrics(list(report.findings))

@@ -82,6 +82,8 @@ def format_metric(m: dict[str, Any]) -> str:
         return f"{v:+.0f}{'%' if unit == '%' else ' pp'}"
     if unit == "bytes/day":
         return f"{fnd.human_bytes(v)}/day"
+    if unit == "unix time":
+        return datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{fnd.num(v)} {unit}".strip()
 
 
