@@ -39,6 +39,7 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
     :func:`rogueflow.analyze.events.load_events`) adds the event overlay."""
     from rogueflow.analyze.catpattern import CategoryPattern
     from rogueflow.analyze.counterparts import Counterparts
+    from rogueflow.analyze.crypto import CryptoActivity
     from rogueflow.analyze.hosted import HostedServices
     from rogueflow.analyze.pattern import PatternOfLife
     from rogueflow.analyze.probing import InboundProbing
@@ -51,6 +52,7 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
         CategoryPattern(),
         UpstreamRouting(),
         Counterparts(),
+        CryptoActivity(),
         HostedServices(),
         InboundProbing(),
     ]
