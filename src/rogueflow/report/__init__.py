@@ -54,7 +54,8 @@ class ReportResult:
         """The report's path and headline numbers, a few lines."""
         t, cov = self.meta.get("territory", {}), self.meta.get("coverage", {})
         lines = [
-            f"report: {self.html_path} (also report.md, findings.json)",
+            f"report: {self.html_path} (also report.md, findings.json, report.stix.json, "
+            "report.misp.json, intel.dat)",
             f"{t.get('code', '?')} {t.get('name', '')}: {self.meta['analysis_window']['start']} "
             f"to {self.meta['analysis_window']['end']}, {fnd.num(cov.get('flows'))} flows on "
             f"{fnd.num(cov.get('days_with_data'))} days with data",
@@ -192,6 +193,7 @@ def build_report(
 
     ``events`` is a CSV of dated events (``date,label``) for the event overlay.
     """
+    from rogueflow.export import write_exports
     from rogueflow.report.charts import render
     from rogueflow.report.html import render_html
     from rogueflow.report.markdown import render_markdown
@@ -218,6 +220,8 @@ def build_report(
             found += result.findings
             charts.update(result.charts)
         meta = _meta(scope, generated_at)
+        # high-priority findings (a sanctioned wallet in traffic) lead the report
+        found.sort(key=lambda f: f.priority != "high")
     finally:
         scope.close()
     doc = fnd.document(found, meta)
@@ -229,4 +233,6 @@ def build_report(
     _write(target / "findings.json", fnd.dumps(doc))
     _write(target / "report.md", render_markdown(doc))
     _write(target / "report.html", render_html(doc, rendered))
+    say("writing exports (STIX 2.1, MISP, Zeek intel) …")
+    write_exports(doc, target)
     return ReportResult(target, doc["findings"], meta)
