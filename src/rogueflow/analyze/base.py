@@ -42,6 +42,7 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
     from rogueflow.analyze.crypto import CryptoActivity
     from rogueflow.analyze.hosted import HostedServices
     from rogueflow.analyze.pattern import PatternOfLife
+    from rogueflow.analyze.presence import PresenceAbroad
     from rogueflow.analyze.probing import InboundProbing
     from rogueflow.analyze.routing import UpstreamRouting
     from rogueflow.analyze.volume import VolumeGrowth
@@ -52,6 +53,7 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
         CategoryPattern(),
         UpstreamRouting(),
         Counterparts(),
+        PresenceAbroad(),
         CryptoActivity(),
         HostedServices(),
         InboundProbing(),
@@ -122,7 +124,10 @@ def provenance(
     """Provenance of a finding: the scope view's definition plus the queries it used."""
     refs = reference_data(scope)  # before ``used``: its query joins the open trace
     view = [q for q in scope.log if q.label.startswith("view ")]
-    used = view + [q for q in queries if q not in view]
+    # the query naming the reference data belongs to every finding, whether or not the
+    # analysis asked for its provenance inside its trace
+    refq = [q for q in scope.log if q.label == "reference data used" and q not in queries]
+    used = view + [q for q in [*queries, *refq] if q not in view]
     return Provenance(
         analysis_window={"start": scope.start.isoformat(), "end": scope.end.isoformat()},
         data_window={"start": scope.first_ts.isoformat(), "end": scope.last_ts.isoformat()},

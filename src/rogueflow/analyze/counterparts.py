@@ -23,19 +23,28 @@ Shares carry Wilson intervals widened by the day-cluster design effect, as in
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.base import AnalysisOutput, provenance
 from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.countries import (
+    SHARE_METHOD,
+    UNKNOWN,
+    Year,
+    country_days,
+    excluded_sql,
+    fill_countries,
+    stale_geo,
+)
+from rogueflow.analyze.countries import and_list as _and
+from rogueflow.analyze.countries import cells as _cells
+from rogueflow.analyze.countries import with_interval as _with_interval
 from rogueflow.enrich.intel import UNCLASSIFIED
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
 from rogueflow.territory import Territory
-from rogueflow.territory.profile import EPOCH, FOREVER
 
-UNKNOWN = "(unknown)"
 NOT_ENRICHED = "(not enriched)"
 OTHER = "other categories"
 TOP_TABLE = 10  # rows per year in the evidence tables
@@ -43,10 +52,6 @@ TOP_METRICS = 5  # countries / networks per year given as metrics
 CHART_COUNTRIES = 8
 CHART_CATEGORIES = 6
 GREYS = {UNCLASSIFIED: "#9e9e9e", NOT_ENRICHED: "#d0d0d0", OTHER: "#6b6b6b"}
-SHARE_METHOD = (
-    "share of flows; Wilson 95% interval with n_eff = n / design effect, the design "
-    "effect estimated by a bootstrap over UTC days (2,000 resamples)"
-)
 COVERAGE_METHOD = "fraction of the year's counterpart flows"
 MIN_FLOWS, MIN_DAYS = 500, 30
 _OUT = "side <> 'internal'"
@@ -58,46 +63,6 @@ COVERAGE = {  # per year: name -> condition counted
     "classified": f"{_OUT} AND category IS NOT NULL AND category <> '{UNCLASSIFIED}'",
     "not_enriched": f"{_OUT} AND category IS NULL",
 }
-STALE_DAYS = 365  # an undated snapshot retrieved this long after a flow may have moved on
-
-
-@dataclass
-class Year:
-    """One calendar year's aggregates: day -> flows, and day -> flows per key."""
-
-    year: int
-    days: list[date] = field(default_factory=list)
-    total: dict[date, float] = field(default_factory=lambda: defaultdict(float))  # counterparts
-    kept: dict[date, float] = field(default_factory=lambda: defaultdict(float))  # not excluded
-    country: dict[str, dict[date, float]] = field(default_factory=dict)
-    excluded: dict[int, dict[date, float]] = field(default_factory=dict)
-    asn: dict[str, dict[date, float]] = field(default_factory=dict)
-    category: dict[str, dict[date, float]] = field(default_factory=dict)
-    coverage: dict[str, int] = field(default_factory=dict)
-
-    def share(self, counts: dict[date, float], of_kept: bool = True) -> stats.Share:
-        denom = self.kept if of_kept else self.total
-        n = [denom.get(d, 0.0) for d in self.days]
-        k = [counts.get(d, 0.0) for d in self.days]
-        return stats.clustered_share(n, k)[0]
-
-    def ranked(self, table: dict[str, dict[date, float]]) -> list[tuple[str, float]]:
-        """Keys by flows, largest first; the unknown row last."""
-        totals = [(key, sum(v.values())) for key, v in table.items()]
-        return sorted(totals, key=lambda kv: (kv[0] == UNKNOWN, -kv[1], kv[0]))
-
-
-def excluded_sql(t: Territory, asn: str = "remote_asn", ts: str = "ts_utc") -> str:
-    """The profile's excluded AS valid at the flow's time, else NULL (portable SQL)."""
-    whens = []
-    for e in t.exclude:
-        cond = f"{asn} = {int(e.asn)}"
-        if e.valid.valid_from > EPOCH:
-            cond += f" AND {ts} >= TIMESTAMP '{e.valid.valid_from:%Y-%m-%d %H:%M:%S}'"
-        if e.valid.valid_to < FOREVER:
-            cond += f" AND {ts} < TIMESTAMP '{e.valid.valid_to:%Y-%m-%d %H:%M:%S}'"
-        whens.append(f"WHEN {cond} THEN {int(e.asn)}")
-    return f"CASE {' '.join(whens)} END" if whens else "CAST(NULL AS BIGINT)"
 
 
 class Counterparts:
@@ -150,14 +115,7 @@ class Counterparts:
 
     def _collect(self, scope: Scope, excl: str) -> dict[int, Year]:
         outside = f"FROM {VIEW} WHERE side <> 'internal'"
-        countries = scope.rows(
-            "counterparts: countries per day",
-            f"""
-            SELECT year, day, excluded_asn, country, count(*) AS flows
-            FROM (SELECT year, day, {excl} AS excluded_asn, remote_country AS country
-                  {outside}) c
-            GROUP BY year, day, excluded_asn, country""",
-        )
+        countries = country_days(scope, excl)
         networks = scope.rows(
             "counterparts: networks per year",
             f"""
@@ -181,17 +139,7 @@ class Counterparts:
         years = {int(r["year"]): Year(int(r["year"])) for r in coverage}
         for r in coverage:
             years[int(r["year"])].coverage = {k: int(v) for k, v in r.items() if k != "year"}
-        for r in countries:
-            y, d, n = years[int(r["year"])], r["day"], float(r["flows"])
-            y.total[d] += n
-            if r["excluded_asn"] is not None:
-                y.excluded.setdefault(int(r["excluded_asn"]), defaultdict(float))[d] += n
-            else:
-                y.kept[d] += n
-                cc = r["country"] or UNKNOWN
-                y.country.setdefault(cc, defaultdict(float))[d] += n
-        for y in years.values():
-            y.days = sorted(y.total)
+        fill_countries(years, countries)
         for r in categories:
             cats = years[int(r["year"])].category
             cats.setdefault(r["category"] or NOT_ENRICHED, defaultdict(float))[r["day"]] += r[
@@ -320,19 +268,7 @@ class Counterparts:
                 f"few days or flows in {', '.join(map(str, sorted(small)))}: shares are unstable",
             )
         )
-        stale = [
-            r
-            for r in refs
-            if r["kind"] in ("geo-country", "geo-asn")
-            and not r["removed"]
-            and r["valid_from"] is None
-            and r["retrieved_at"] is not None
-            and (
-                datetime.fromisoformat(r["retrieved_at"]).date()
-                - date.fromisoformat(r["first_day"])
-            ).days
-            > STALE_DAYS
-        ]
+        stale = stale_geo(refs)
         checks.append(
             Check(
                 not stale,
@@ -552,22 +488,8 @@ class Counterparts:
         )
 
 
-def _cells(s: stats.Share, flows: float) -> tuple[str, str, str]:
-    return num(flows), pct(s.value, 1), f"{pct(s.low, 1)}–{pct(s.high, 1)}"
-
-
 def _frac(cov: dict[str, int], key: str) -> float:
     return cov[key] / cov["counterpart"] if cov.get("counterpart") else 0.0
-
-
-def _with_interval(s: stats.Share) -> str:
-    return f"({pct(s.value)}, 95% interval {pct(s.low)}–{pct(s.high)})"
-
-
-def _and(parts: list[str]) -> str:
-    if len(parts) <= 1:
-        return "".join(parts)
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _alternatives(t: Territory) -> tuple[str, ...]:

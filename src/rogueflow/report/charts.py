@@ -395,14 +395,16 @@ def interval_dots(
     groups: Sequence[str] = (),
     x_title: str = "",
     percent: bool = False,
+    colors: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One dot with a horizontal interval per label (a forest plot), a line at 0; ``groups``
-    colours the dots and names the legend entries (e.g. "rose", "no significant change")."""
+    names the legend entries (e.g. "rose", "no significant change"), ``colors`` pins a
+    group's colour."""
     fig = go.Figure()
     names = list(groups) if groups else ["estimate"] * len(labels)
     for i, group in enumerate(dict.fromkeys(names)):
         idx = [j for j, g in enumerate(names) if g == group]
-        color = "#9e9e9e" if group.startswith("no ") else PALETTE[i % len(PALETTE)]
+        color = (colors or {}).get(group, PALETTE[i % len(PALETTE)])
         plus = [None if (h := highs[j]) is None else h - values[j] for j in idx]
         minus = [None if (lo := lows[j]) is None else values[j] - lo for j in idx]
         fig.add_trace(
