@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -e '.[dev,pcap]'
+	$(PIP) install --quiet -e '.[dev,pcap,spark]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +42,7 @@ bench: install system-deps
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/lookups.py
 	$(PY) benchmarks/bgp.py
+	$(PY) benchmarks/collect.py
 
 docs: install
 	$(VENV)/bin/rogueflow schema --markdown > docs/schema.md

@@ -15,6 +15,7 @@ import click
 
 from rogueflow import settings
 from rogueflow.cli.bgp import bgp
+from rogueflow.cli.collect import collect
 from rogueflow.cli.common import (
     Ctx,
     handle_errors,
@@ -347,6 +348,7 @@ def _day(value: Any) -> date | None:
 cli.add_command(intel)
 cli.add_command(bgp)
 cli.add_command(export)
+cli.add_command(collect)
 
 
 def main() -> None:

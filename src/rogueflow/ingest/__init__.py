@@ -8,7 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rogueflow.ingest.base import Reader, ReadOptions
+from rogueflow.ingest.collectspool import SpoolReader
 from rogueflow.ingest.csvfile import CsvReader
+from rogueflow.ingest.ipfixfile import IpfixFileReader
+from rogueflow.ingest.netflowpcap import NetflowPcapReader
 from rogueflow.ingest.nfcapd import NfcapdReader
 from rogueflow.ingest.parquetfile import ParquetReader
 from rogueflow.ingest.pcap import PcapReader
@@ -19,6 +22,9 @@ READERS: list[Reader] = [
     PcapReader(),
     NfcapdReader(),
     ZeekConnReader(),
+    IpfixFileReader(),
+    SpoolReader(),
+    NetflowPcapReader(),  # --format netflow-pcap only: sniffs nothing
     CsvReader(),
 ]
 
