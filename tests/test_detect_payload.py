@@ -472,7 +472,7 @@ def test_p2p_captures_every_peer(shared: Path, name: str, service: str, peers: s
 
 
 NEGATIVES = [
-    "ndpi/pcap/tor.pcap", "ndpi/pcap/openvpn.pcap", "ndpi/pcap/wireguard.pcap",
+    "ndpi/pcap/openvpn.pcap", "ndpi/pcap/wireguard.pcap",
     "ndpi/pcap/protonvpn.pcap", "ndpi/pcap/dns_doh.pcap", "ndpi/pcap/http.pcapng",
     "ndpi/pcap/443-chrome.pcap", "ndpi/pcap/dns.pcap", "ndpi/pcap/mullvad_wireguard.pcap",
 ]  # fmt: skip
@@ -484,6 +484,9 @@ def test_negative_captures(shared: Path) -> None:
     assert len(paths) > len(NEGATIVES)
     for path in paths:
         assert payload_index(path) is None, path
+    # Tor's link protocol is labelled (tests/test_detect_tor.py), never mining or P2P
+    tor = payload_index(shared / "ndpi" / "pcap" / "tor.pcap")
+    assert tor is not None and {d.label.category for d in tor.detections} == {"anonymizer.tor"}
 
 
 def connection_of(linktype: int, frame: bytes) -> tuple[int, int] | None:

@@ -1,17 +1,19 @@
-"""Payload labels for a capture's flows: mining sessions and blockchain P2P, with proof.
+"""Payload labels for a capture's flows: mining sessions, blockchain P2P and Tor, with proof.
 
 :func:`payload_index` makes one pass over a validated pcap/pcapng (frames from
 :mod:`rogueflow.ingest.pcapdns`), decodes IPv4/IPv6 TCP and UDP, and buffers only
-connections whose first payload segments look like JSON-RPC or carry a P2P
-signature, so ordinary traffic costs a header decode and one dictionary look-up
-per packet. Each
+connections whose first payload segments look like JSON-RPC, carry a P2P
+signature or look like Tor's link handshake (:func:`rogueflow.detect.tor.probe`),
+so ordinary traffic costs a header decode and one dictionary look-up per packet;
+a connection that opens with an ordinary TLS ClientHello is given up at once (the
+rest is encrypted). Each
 buffered direction is reassembled by sequence number (duplicates and
 retransmissions dropped, gaps tolerated, a capture may start mid-session) up to
 :data:`DIRECTION_CAP` bytes; at most :data:`LIVE_CAP` connections are buffered at
 once (the oldest is judged early when more arrive), so memory stays bounded on
 any capture. A connection is judged when both sides closed, both buffers are
-full, or the capture ends, by :func:`rogueflow.detect.stratum.detect_mining` and
-:func:`rogueflow.detect.p2p.detect_p2p`.
+full, or the capture ends, by :func:`rogueflow.detect.stratum.detect_mining`,
+:func:`rogueflow.detect.p2p.detect_p2p` and :func:`rogueflow.detect.tor.detect_tor`.
 
 :meth:`PayloadIndex.label_columns` then labels a canonical flow table by
 connection (either direction) and overlapping time.
@@ -31,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rogueflow import addr
-from rogueflow.detect import p2p, stratum
+from rogueflow.detect import p2p, stratum, tor
 from rogueflow.detect.p2p import Label, Stream
 from rogueflow.errors import InputError
 from rogueflow.ingest.pcapdns import ETHERNET, RAW, SLL, SLL2, frames, ip_of_frame
@@ -318,7 +320,14 @@ class _Pass:
             if not payload:
                 return
             crypto = sport in CRYPTO_PORTS or dport in CRYPTO_PORTS
-            if not _interesting(payload, crypto):
+            verdict = tor.probe(payload, sport, dport)
+            if verdict is False:  # an ordinary TLS ClientHello: nothing readable follows
+                if now is None:
+                    self._forget_ignored()
+                    self.ignored += 1
+                self.state[key] = 0
+                return
+            if not verdict and not _interesting(payload, crypto):
                 if now is None:
                     now = PROBES_ON_CRYPTO_PORT if crypto else PROBES
                     self._forget_ignored()
@@ -347,7 +356,13 @@ class _Pass:
     def judge(self, key: Key) -> None:
         conn = self.live.pop(key)
         streams = [s.stream() for s in conn.sides if s.chunks]
-        label = stratum.detect_mining(streams) or p2p.detect_p2p(streams)
+        # Tor first: its proof is a TLS handshake, after which nothing else is readable,
+        # and a mining or P2P connection fails its record check at once
+        label = (
+            tor.detect_tor(streams, (key[2], key[4]))
+            or stratum.detect_mining(streams)
+            or p2p.detect_p2p(streams)
+        )
         if label is None:
             self.state[key] = 0
             return
@@ -373,7 +388,7 @@ def scan(packets: Iterable[tuple[int, int, int, bytes]]) -> list[Detection]:
 
 
 def payload_index(path: Path) -> PayloadIndex | None:
-    """Mining and blockchain-P2P labels of a validated capture; None if none found."""
+    """Mining, blockchain-P2P and Tor labels of a validated capture; None if none found."""
     counted = 0
 
     def counting() -> Iterable[tuple[int, int, int, bytes]]:
