@@ -45,6 +45,7 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
     from rogueflow.analyze.presence import PresenceAbroad
     from rogueflow.analyze.probing import InboundProbing
     from rogueflow.analyze.routing import UpstreamRouting
+    from rogueflow.analyze.sanctioned import SanctionedWallets
     from rogueflow.analyze.volume import VolumeGrowth
 
     found: list[Analysis] = [
@@ -57,6 +58,7 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
         CryptoActivity(),
         HostedServices(),
         InboundProbing(),
+        SanctionedWallets(),
     ]
     if events:
         from rogueflow.analyze.events import EventOverlay

@@ -25,6 +25,7 @@ from rogueflow.cli.common import (
 )
 from rogueflow.cli.export import export
 from rogueflow.cli.intel import intel
+from rogueflow.cli.sanctions import sanctions, screen
 
 
 @click.group()
@@ -348,6 +349,8 @@ def _day(value: Any) -> date | None:
 cli.add_command(intel)
 cli.add_command(bgp)
 cli.add_command(export)
+cli.add_command(sanctions)
+cli.add_command(screen)
 cli.add_command(collect)
 
 
