@@ -20,7 +20,7 @@ from rogueflow.report.html import plotly_js
 from rogueflow.workspace import Workspace
 from tests.test_analyze import Dataset, build_three_years, us, write_flows
 
-IDS = {
+IDS = {  # the synthetic store's findings of the foundation analyses (others join them)
     "volume.growth",
     "volume.change_points",
     "pattern.weekday_shift",
@@ -56,13 +56,14 @@ def test_outputs_and_summary(data: Dataset, report: ReportResult) -> None:
     summary = report.summary()
     assert str(report.out_dir / "report.html") in summary
     assert "volume.growth [" in summary and "growth_ratio ×" in summary
-    assert len(summary.splitlines()) <= 8
+    # two lines of context, then one line per finding
+    assert len(summary.splitlines()) == 2 + len(report.findings)
 
 
 def test_findings_json_schema(data: Dataset, report: ReportResult) -> None:
     doc = json.loads((report.out_dir / "findings.json").read_text())
     assert doc["format"] == "rogueflow.findings/1"
-    assert {f["id"] for f in doc["findings"]} == IDS
+    assert {f["id"] for f in doc["findings"]} >= IDS
     assert doc["findings"] == report.findings
     for f in doc["findings"]:
         assert f["title"] and f["statement"].startswith("We assess with ")
@@ -74,8 +75,9 @@ def test_findings_json_schema(data: Dataset, report: ReportResult) -> None:
             assert set(m) == {"value", "low", "high", "unit", "method"}
             assert m["method"]
             if m["low"] is not None:
-                assert m["low"] <= m["value"] <= m["high"]
-        assert f["chart"] in doc["charts"]
+                assert m["low"] - 1e-9 <= m["value"] <= m["high"] + 1e-9  # float rounding
+        # a finding that saw nothing may have nothing to draw
+        assert f["chart"] in doc["charts"] or (f["chart"] is None and f["detected"] is False)
         prov = f["provenance"]
         assert prov["catalog_sources"] == [data.source_id]
         assert (

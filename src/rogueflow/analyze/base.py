@@ -41,11 +41,13 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
     from rogueflow.analyze.counterparts import Counterparts
     from rogueflow.analyze.crypto import CryptoActivity
     from rogueflow.analyze.hosted import HostedServices
+    from rogueflow.analyze.opsec import Obfuscation
     from rogueflow.analyze.pattern import PatternOfLife
     from rogueflow.analyze.presence import PresenceAbroad
     from rogueflow.analyze.probing import InboundProbing
     from rogueflow.analyze.routing import UpstreamRouting
     from rogueflow.analyze.sanctioned import SanctionedWallets
+    from rogueflow.analyze.services import ServiceMix
     from rogueflow.analyze.volume import VolumeGrowth
 
     found: list[Analysis] = [
@@ -55,7 +57,9 @@ def builtin_analyses(events: Sequence[Any] | None = None) -> list[Analysis]:
         UpstreamRouting(),
         Counterparts(),
         PresenceAbroad(),
+        ServiceMix(),
         CryptoActivity(),
+        Obfuscation(),
         HostedServices(),
         InboundProbing(),
         SanctionedWallets(),
@@ -161,7 +165,8 @@ def sample_flows(scope: Scope, label: str, where: str, limit: int = 10) -> tuple
                proto, packets + rev_packets AS packets, bytes + rev_bytes AS bytes,
                service, category, evidence
         FROM {VIEW} WHERE {where}
-        ORDER BY ts_utc, internal_addr, remote_addr LIMIT {int(limit)}
+        ORDER BY ts_utc, internal_addr, remote_addr, internal_port, remote_port, proto
+        LIMIT {int(limit)}
         """,
     )
     out = []

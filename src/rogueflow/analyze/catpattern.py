@@ -117,7 +117,9 @@ class CategoryPattern:
         unclassified = totals.get(UNCLASSIFIED, 0.0) / max(
             classified + totals.get(UNCLASSIFIED, 0.0), 1
         )
-        metrics["unclassified_share"] = Metric(unclassified, unit="share")
+        metrics["unclassified_share"] = Metric(
+            unclassified, unit="share", method="flows with no category ÷ all flows in scope"
+        )
         checks = [
             Check(len(years) > 1, "", "a single calendar year: no change can be measured", 2),
             Check(

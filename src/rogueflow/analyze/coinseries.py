@@ -38,6 +38,7 @@ Floats = npt.NDArray[np.float64]
 MIN_ACTIVE_DAYS = 3  # days with sessions an onset segment must hold
 MIN_DENSITY_DAYS = 30  # ... and at least one such day per this many days with data
 STABLE_DAYS = 28  # days with data a segment needs to serve as a baseline or after window
+RAMP_RATIO, RAMP_Z = 1.5, 3.0  # a segment rising this much within itself is a ramp, not a level
 GUARD_DAYS = 28  # days with data left out next to a rise (a third of the segment at most)
 
 
@@ -146,6 +147,22 @@ def _highest(y: Floats, segs: list[tuple[int, int]]) -> tuple[int, int] | None:
     return max(stable, key=lambda s: float(y[s[0] : s[1]].mean()), default=None)
 
 
+def _flat(y: Floats, seg: tuple[int, int]) -> bool:
+    """Whether a segment is a level rather than a step of a ramp: its second half is not
+    clearly higher or lower than its first (both a ratio past :data:`RAMP_RATIO` and a
+    difference past :data:`RAMP_Z` standard errors, so sparse series stay levels)."""
+    a = y[seg[0] : seg[1]]
+    half = len(a) // 2
+    if half < 2:
+        return True
+    m1, m2 = float(a[:half].mean()), float(a[half:].mean())
+    se = math.sqrt(
+        float(a[:half].var(ddof=1)) / half + float(a[half:].var(ddof=1)) / (len(a) - half)
+    )
+    ratio = max(m1, m2) / max(min(m1, m2), 1e-9)
+    return not (ratio > RAMP_RATIO and abs(m2 - m1) > RAMP_Z * max(se, 1e-9))
+
+
 def _guard(lo: int, hi: int) -> int:
     return min(GUARD_DAYS, (hi - lo) // 3)
 
@@ -164,7 +181,9 @@ def auto_windows(sessions: npt.ArrayLike, onset: Onset) -> tuple[Window | None, 
     """(baseline, after) chosen from the level segments after the onset.
 
     After: the highest stable segment. Baseline: the nearest earlier stable segment
-    with a lower level. Both leave out up to :data:`GUARD_DAYS` days with data next to
+    with a lower level that is flat (not a step of the ramp up to the after level: on a
+    large series a gradual rise splits into several short segments). Both leave out up to
+    :data:`GUARD_DAYS` days with data next to
     the change (a third of the segment at most), so a gradual rise does not blur either
     level. With no lower segment the baseline is the days before the onset (None when
     the onset is censored: nothing before it is known to be quiet).
@@ -177,7 +196,10 @@ def auto_windows(sessions: npt.ArrayLike, onset: Onset) -> tuple[Window | None, 
     lower = [
         s
         for s in segs
-        if s[1] <= top[0] and s[1] - s[0] >= STABLE_DAYS and float(y[s[0] : s[1]].mean()) < level
+        if s[1] <= top[0]
+        and s[1] - s[0] >= STABLE_DAYS
+        and float(y[s[0] : s[1]].mean()) < level
+        and _flat(y, s)
     ]
     if lower:
         lo, hi = lower[-1]

@@ -158,7 +158,8 @@ def _collect(scope: Scope) -> CryptoData:
         SELECT {coin} AS coin, category, pool, remote_addr, remote_port, proto,
                count(*) AS sessions, count(DISTINCT internal_addr) AS hosts,
                MIN(ts_utc) AS first_ts, MAX(ts_utc) AS last_ts
-        FROM {VIEW} WHERE {SESSION} GROUP BY 1, 2, 3, 4, 5, 6""",
+        FROM {VIEW} WHERE {SESSION} GROUP BY 1, 2, 3, 4, 5, 6
+        ORDER BY 1, 2 NULLS FIRST, 3 NULLS FIRST, 4, 5, 6""",
     ):
         data.remotes[r["coin"]].append(r)
     for r in scope.rows(
@@ -166,7 +167,7 @@ def _collect(scope: Scope) -> CryptoData:
         f"""
         SELECT {coin} AS coin, wallet, pool, count(*) AS flows,
                MIN(ts_utc) AS first_ts, MAX(ts_utc) AS last_ts
-        FROM {VIEW} WHERE wallet IS NOT NULL GROUP BY 1, 2, 3""",
+        FROM {VIEW} WHERE wallet IS NOT NULL GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 NULLS FIRST""",
     ):
         data.wallets[r["coin"]].append(r)
     for r in scope.rows(
@@ -175,7 +176,7 @@ def _collect(scope: Scope) -> CryptoData:
         SELECT {coin} AS coin, COALESCE(dns_query, pool, server_name, '(unnamed)') AS name,
                count(*) AS lookups, count(DISTINCT internal_addr) AS hosts,
                MIN(ts_utc) AS first_ts, MAX(ts_utc) AS last_ts
-        FROM {VIEW} WHERE {CRYPTO} AND {LOOKUP} GROUP BY 1, 2""",
+        FROM {VIEW} WHERE {CRYPTO} AND {LOOKUP} GROUP BY 1, 2 ORDER BY 1, 2""",
     ):
         data.lookups[r["coin"]].append(r)
     ports = ", ".join(str(p) for p in sorted(MINING_PORTS))

@@ -23,8 +23,10 @@ from rogueflow.bgp.store import BgpStore
 from rogueflow.demo import scenario as sc
 from rogueflow.demo.routing import write_mrt
 from rogueflow.demo.simulate import Plan, build_plan, generate_month
+from rogueflow.demo.torlist import VALID, write_consensus
 from rogueflow.demo.truth import KP_RANGES, MonthStats, finalise, summarise
 from rogueflow.demo.zeekwriter import write_month
+from rogueflow.intel.snapshots import IntelStore
 from rogueflow.workspace import Workspace
 
 __all__ = ["DemoResult", "generate", "run_demo"]
@@ -126,6 +128,7 @@ def generate(
         w.writerow(["date", "label"])
         w.writerows((d.isoformat(), label) for d, label in sc.EVENTS)
     write_mrt(out / "bgp", scenario=scenario)
+    write_consensus(out / "tor" / "relays.consensus")
     return truth
 
 
@@ -156,6 +159,19 @@ def run_demo(
     t0 = time.perf_counter()
     truth = generate(target, scale=scale, seed=seed, scenario=scenario)
     elapsed = time.perf_counter() - t0
+    # the relay list of the period, as an analyst would load it before ingesting
+    intel = IntelStore(ws)
+    try:
+        if not any(s.kind == "tor-relays" and not s.builtin for s in intel.list()):
+            intel.add(
+                "tor-relays",
+                target / "tor" / "relays.consensus",
+                fmt="consensus",
+                valid_from=VALID[0],
+                valid_to=VALID[1],
+            )
+    finally:
+        intel.close()
     ingest_paths(ws, [target / "zeek"], fmt="zeek-conn", quiet=quiet)
     bgp = BgpStore(ws)
     try:
