@@ -18,7 +18,15 @@ BEHAVIOURS = (
     "pattern.by_category",
     "routing.upstream_change",
     "routing.upstream_share",
+    "presence.abroad",
+    "services.social_shift",
+    "opsec.share",
+    "opsec.dns_tunnel",
+    "hosted.services",
+    "inbound.probing",
 )
+#: per-coin findings exist only where a coin was seen
+COINS = ("crypto.mining.BTC", "crypto.mining.XMR")
 
 
 def _asserted(f: dict[str, Any]) -> bool:
