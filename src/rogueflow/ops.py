@@ -120,25 +120,40 @@ def enrich_store(
     return done
 
 
-def run_query(ws: Workspace, sql: str, fmt: str, limit: int | None, out: IO[str]) -> None:
-    import duckdb
+def run_query(
+    ws: Workspace,
+    sql: str,
+    fmt: str,
+    limit: int | None,
+    out: IO[str],
+    *,
+    engine: str | None = None,
+    spark_master: str | None = None,
+) -> None:
+    from rogueflow.analyze.engine import DuckDBEngine, open_engine
 
-    from rogueflow.analyze.engine import DuckDBEngine
-
-    eng = DuckDBEngine(ws)
+    eng = open_engine(ws, engine, spark_master=spark_master)
     try:
         # relations run lazily: errors in the data (a failed cast) surface on fetch
         try:
-            rel = eng.sql(sql)
-            if rel is None:
+            if isinstance(eng, DuckDBEngine):
+                rel = eng.sql(sql)
+                if rel is None:
+                    return
+                if fmt == "table":
+                    if limit is not None:
+                        rel = rel.limit(limit)
+                    rel.show(max_width=200, max_rows=limit or 40)
+                    return
+                table = rel.to_arrow_table()
+            elif fmt == "table":
+                shown = eng.head(sql, limit or 40)
+                if shown.num_columns:
+                    out.write(_text_table(_arrow_text(shown)))
                 return
-            if fmt == "table":
-                if limit is not None:
-                    rel = rel.limit(limit)
-                rel.show(max_width=200, max_rows=limit or 40)
-                return
-            table = rel.to_arrow_table()
-        except duckdb.Error as exc:
+            else:
+                table = eng.arrow(sql)
+        except eng.errors as exc:
             raise RogueflowError(f"query failed: {exc}") from None
         if fmt == "csv":
             import pyarrow as pa
@@ -153,6 +168,16 @@ def run_query(ws: Workspace, sql: str, fmt: str, limit: int | None, out: IO[str]
                 out.write(json.dumps(row, default=str) + "\n")
     finally:
         eng.close()
+
+
+def _text_table(table: Any) -> str:  # pa.Table
+    """Rows as aligned plain text, a header line first (engines without a printer)."""
+    rows = [[("NULL" if v is None else str(v)) for v in r.values()] for r in table.to_pylist()]
+    head = list(table.column_names)
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(line.rstrip() for line in lines) + f"\n({len(rows)} rows)\n"
 
 
 def _arrow_text(table: Any) -> Any:  # pa.Table (pyarrow has no type stubs)

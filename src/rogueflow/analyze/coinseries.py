@@ -180,7 +180,7 @@ def _after(y: Floats, segs: list[tuple[int, int]], top: tuple[int, int], how: st
 def auto_windows(sessions: npt.ArrayLike, onset: Onset) -> tuple[Window | None, Window]:
     """(baseline, after) chosen from the level segments after the onset.
 
-    After: the highest stable segment. Baseline: the nearest earlier stable segment
+    After: the highest stable segment. Baseline: the longest earlier stable segment
     with a lower level that is flat (not a step of the ramp up to the after level: on a
     large series a gradual rise splits into several short segments). Both leave out up to
     :data:`GUARD_DAYS` days with data next to
@@ -202,9 +202,11 @@ def auto_windows(sessions: npt.ArrayLike, onset: Onset) -> tuple[Window | None, 
         and _flat(y, s)
     ]
     if lower:
-        lo, hi = lower[-1]
+        # the longest level, not the nearest: a rise over weeks leaves short intermediate
+        # levels that are steps of the ramp (on a large series they pass the flatness test)
+        lo, hi = max(lower, key=lambda s: (s[1] - s[0], s[0]))
         return (
-            Window(lo, hi - _guard(lo, hi), "automatic: the last stable level before the rise"),
+            Window(lo, hi - _guard(lo, hi), "automatic: the longest stable level before the rise"),
             _after(y, segs, top, "automatic: the highest stable level"),
         )
     after = Window(onset.index, len(y), "from the sustained onset to the end of the data")

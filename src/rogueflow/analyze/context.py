@@ -22,14 +22,19 @@ Columns of ``territory_flows``:
 * the remote end's enrichment: ``remote_country``, ``remote_asn`` (BIGINT),
   ``remote_as_org`` (from ``dst_*`` for out and internal flows, ``src_*`` for in),
   and the flow's ``service``, ``category``, ``confidence``, ``evidence``, ``coin``,
-  ``pool``, ``wallet`` and ``intel`` (the
+  ``pool`` and ``wallet`` (the store keeps ``intel``, the
   ';'-separated ids of the reference-data snapshots used at ingest); all null for
   flows stored before schema 2
 
 Periods are UTC (the window flags are UTC days); local time only classifies a
 flow's weekday and hour. The analyses' SQL uses only these columns and portable
-SQL, so it runs on Spark SQL too; the few engine-specific expressions live in
-:data:`DIALECTS`.
+SQL (the subset DuckDB and Spark SQL read alike), so it runs on either engine
+(:func:`rogueflow.analyze.engine.open_engine`); the few engine-specific
+expressions live in :data:`DIALECTS`, reached through ``scope.dialect``. Portable
+means, beside the obvious: explicit ``NULLS FIRST/LAST`` wherever an ``ORDER BY``
+may meet a null (the engines' defaults differ), no ``INTERVAL (expr)`` (use
+``Dialect.seconds``), no ``::`` casts, and no cast of a fraction to an integer
+(DuckDB rounds, Spark truncates: use ``floor``/``round``).
 """
 
 from __future__ import annotations
@@ -43,11 +48,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 
 from rogueflow import territory as terr
-from rogueflow.analyze.engine import DuckDBEngine
+from rogueflow.analyze.engine import Engine, open_engine
 from rogueflow.enrich.territory import local_time_sql, side_sql
 from rogueflow.errors import ConfigError, RogueflowError
 from rogueflow.territory import Territory
@@ -62,24 +66,13 @@ class Dialect:
 
     name: str
     weekday: str  # 0 = Monday … 6 = Sunday
-    temp_view: str
-    temp_table: str  # materialised once per scope
+    seconds: str  # an interval of {x} seconds (an integer expression), to add to a timestamp
 
 
 DIALECTS = {
-    "duckdb": Dialect(
-        "duckdb",
-        "(isodow({x}) - 1)",
-        "CREATE OR REPLACE TEMPORARY VIEW",
-        "CREATE OR REPLACE TEMPORARY TABLE",
-    ),
-    # Spark SQL spelling, used by the Spark engine's conformance run (a cached view).
-    "spark": Dialect(
-        "spark",
-        "weekday({x})",
-        "CREATE OR REPLACE TEMPORARY VIEW",
-        "CREATE OR REPLACE TEMPORARY VIEW",
-    ),
+    "duckdb": Dialect("duckdb", "(isodow({x}) - 1)", "INTERVAL ({x}) SECOND"),
+    # Spark SQL parses INTERVAL only before a literal
+    "spark": Dialect("spark", "weekday({x})", "make_dt_interval(0, 0, 0, {x})"),
 }
 
 
@@ -129,7 +122,7 @@ def _ts(d: date) -> str:
 class Scope:
     """An open analysis scope: one territory, one window, one engine connection."""
 
-    engine: DuckDBEngine
+    engine: Engine
     profile: ProfileInfo
     start: date  # analysis window, UTC days, inclusive
     end: date
@@ -168,8 +161,8 @@ class Scope:
                 trace.append(rec)
         if sql not in self._cache:
             try:
-                self._cache[sql] = _fetch(self.engine, sql)
-            except duckdb.Error as exc:
+                self._cache[sql] = self.engine.arrow(sql)
+            except self.engine.errors as exc:
                 raise RogueflowError(f"analysis query {label!r} failed: {exc}") from exc
         return self._cache[sql]
 
@@ -188,6 +181,10 @@ class Scope:
 
     def weekday(self, expr: str) -> str:
         return self.dialect.weekday.format(x=expr)
+
+    def seconds(self, expr: str) -> str:
+        """An interval of ``expr`` seconds, to add to a timestamp column."""
+        return self.dialect.seconds.format(x=expr)
 
     # --- shared aggregates -------------------------------------------------------
 
@@ -229,11 +226,16 @@ class Scope:
         of the window. The query runs (from cache) on every call so that each
         finding's trace records it.
         """
+        # read from the store, not the materialised scope: the ids are long strings that
+        # would otherwise take more memory than every measured column together
+        window, side = _scope_filter(self.territory, self.start, self.end)
         rows = self.rows(
             "reference data used",
             f"""
-            SELECT intel, count(*) AS flows, min(day) AS first_day, max(day) AS last_day
-            FROM {VIEW} WHERE intel IS NOT NULL GROUP BY intel
+            SELECT f.intel, count(*) AS flows, min(CAST(f.ts_start AS DATE)) AS first_day,
+                   max(CAST(f.ts_start AS DATE)) AS last_day
+            FROM flows f WHERE {window} AND ({side}) IS NOT NULL AND f.intel IS NOT NULL
+            GROUP BY f.intel
             """,
         )
         if self._intel is None:
@@ -330,12 +332,6 @@ def resolve_snapshots(ws: Workspace, rows: list[dict[str, Any]]) -> list[dict[st
     return out
 
 
-def _fetch(engine: DuckDBEngine, sql: str) -> pa.Table:
-    # A relation's Arrow export avoids the extra copy (and warning) of a DB-API result.
-    table: pa.Table = engine.sql(sql).to_arrow_table()
-    return table
-
-
 def _dedent(sql: str) -> str:
     lines = [ln.strip() for ln in sql.strip().splitlines()]
     return "\n".join(ln for ln in lines if ln)
@@ -344,31 +340,53 @@ def _dedent(sql: str) -> str:
 BASE = "_scope_base"
 
 
-def scope_sql(
-    t: Territory, start: date, end: date, first: datetime, last: datetime, dialect: Dialect
-) -> tuple[str, str]:
-    """The two SELECTs behind ``territory_flows``: the flows in scope (materialised once
-    as ``_scope_base``, one scan of the store) and the view over it (see the module
-    docstring) that derives sides, local time and totals."""
+def _scope_filter(t: Territory, start: date, end: date) -> tuple[str, str]:
+    """The window condition and the side expression over the store's ``flows f``."""
     window = f"f.ts_start >= {_ts(start)} AND f.ts_start < {_ts(end + timedelta(days=1))}"
-    side = side_sql(t, "f.src_addr", "f.dst_addr", "f.ts_start")
-    local = local_time_sql(t, "s.ts_utc", first, last + timedelta(seconds=1))
-    wd = dialect.weekday.format(x="l.local_ts")
-    base = f"""
-    SELECT * FROM (
+    return window, side_sql(t, "f.src_addr", "f.dst_addr", "f.ts_start")
+
+
+def base_sql(t: Territory, start: date, end: date) -> str:
+    """The flows in scope: inside the UTC days ``start``..``end`` with at least one end in
+    the territory, with their side (materialised once as ``_scope_base``: the one scan
+    of the store; the window, its first and last flow are then read from it)."""
+    window, side = _scope_filter(t, start, end)
+    # the sides are resolved here, once: the table holds the inside and outside end and
+    # the outside end's enrichment only, not both ends' (memory: strings dominate it)
+    return f"""
+    SELECT s.ts_utc, s.ts_end, s.side,
+           CASE WHEN s.side = 'in' THEN s.dst_addr ELSE s.src_addr END AS internal_addr,
+           CASE WHEN s.side = 'in' THEN s.src_addr ELSE s.dst_addr END AS remote_addr,
+           CASE WHEN s.side = 'in' THEN s.dst_port ELSE s.src_port END AS internal_port,
+           CASE WHEN s.side = 'in' THEN s.src_port ELSE s.dst_port END AS remote_port,
+           s.proto, s.tcp_flags, s.packets, s.bytes, s.rev_packets, s.rev_bytes,
+           s.sampling_rate, s.exporter, s.source_id, s.app_label, s.server_name, s.dns_query,
+           CASE WHEN s.side = 'in' THEN s.src_country ELSE s.dst_country END
+               AS remote_country,
+           CAST(CASE WHEN s.side = 'in' THEN s.src_asn ELSE s.dst_asn END AS BIGINT)
+               AS remote_asn,
+           CASE WHEN s.side = 'in' THEN s.src_as_org ELSE s.dst_as_org END AS remote_as_org,
+           s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet
+    FROM (
       SELECT CAST(f.ts_start AS TIMESTAMP) AS ts_utc, CAST(f.ts_end AS TIMESTAMP) AS ts_end,
              f.src_addr, f.dst_addr, f.proto, f.src_port, f.dst_port, f.tcp_flags, f.packets,
              f.bytes, f.rev_packets, f.rev_bytes, f.sampling_rate, f.exporter, f.source_id,
              f.app_label, f.server_name, f.dns_query,
              f.src_country, f.dst_country, f.src_asn, f.dst_asn, f.src_as_org, f.dst_as_org,
              f.service, f.category, f.confidence, f.evidence, f.coin, f.pool, f.wallet,
-             f.intel,
              {side} AS side
       FROM flows f WHERE {window}
     ) s
     WHERE s.side IS NOT NULL
     """
-    view = f"""
+
+
+def view_sql(t: Territory, first: datetime, last: datetime, dialect: Dialect) -> str:
+    """``territory_flows`` over ``_scope_base`` (see the module docstring): sides, local
+    time (the zone's offsets between the first and last flow) and totals."""
+    local = local_time_sql(t, "s.ts_utc", first, last + timedelta(seconds=1), dialect.seconds)
+    wd = dialect.weekday.format(x="l.local_ts")
+    return f"""
     SELECT l.*,
            EXTRACT(YEAR FROM l.ts_utc) AS year,
            EXTRACT(MONTH FROM l.ts_utc) AS month,
@@ -378,26 +396,20 @@ def scope_sql(
            EXTRACT(HOUR FROM l.local_ts) * 60 + EXTRACT(MINUTE FROM l.local_ts) AS local_minute
     FROM (
       SELECT s.ts_utc, s.ts_end, CAST(s.ts_utc AS DATE) AS day, s.side,
-             CASE WHEN s.side = 'in' THEN s.dst_addr ELSE s.src_addr END AS internal_addr,
-             CASE WHEN s.side = 'in' THEN s.src_addr ELSE s.dst_addr END AS remote_addr,
-             CASE WHEN s.side = 'in' THEN s.dst_port ELSE s.src_port END AS internal_port,
-             CASE WHEN s.side = 'in' THEN s.src_port ELSE s.dst_port END AS remote_port,
-             s.proto, s.src_port, s.dst_port, s.tcp_flags, s.sampling_rate, s.exporter,
+             s.internal_addr, s.remote_addr, s.internal_port, s.remote_port,
+             CASE WHEN s.side = 'in' THEN s.remote_port ELSE s.internal_port END AS src_port,
+             CASE WHEN s.side = 'in' THEN s.internal_port ELSE s.remote_port END AS dst_port,
+             s.proto, s.tcp_flags, s.sampling_rate, s.exporter,
              s.source_id, s.app_label, s.server_name, s.dns_query,
-             CASE WHEN s.side = 'in' THEN s.src_country ELSE s.dst_country END
-                 AS remote_country,
-             CAST(CASE WHEN s.side = 'in' THEN s.src_asn ELSE s.dst_asn END AS BIGINT)
-                 AS remote_asn,
-             CASE WHEN s.side = 'in' THEN s.src_as_org ELSE s.dst_as_org END AS remote_as_org,
+             s.remote_country, s.remote_asn, s.remote_as_org,
              s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet,
-             s.intel, s.packets, s.bytes, s.rev_packets, s.rev_bytes,
+             s.packets, s.bytes, s.rev_packets, s.rev_bytes,
              CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
              CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
              {local} AS local_ts
       FROM {BASE} s
     ) l
     """
-    return base, view
 
 
 def open_scope(
@@ -406,23 +418,26 @@ def open_scope(
     start: date | None = None,
     end: date | None = None,
     baseline: tuple[date, date] | None = None,
+    *,
+    engine: str | None = None,
+    spark_master: str | None = None,
 ) -> Scope:
-    """Open the engine and define ``territory_flows``; raise when no flow touches the territory."""
+    """Open the engine (``engine``: ``duckdb`` or ``spark``, default the ``engine``
+    setting) and define ``territory_flows``; raise when no flow touches the territory."""
     if start is not None and end is not None and end < start:
         raise ConfigError(f"--to {end} is before --from {start}")
     t = profile.territory
-    engine = DuckDBEngine(ws)
+    eng = open_engine(ws, engine, spark_master=spark_master)
     try:
-        lo = start or date(1970, 1, 1)
-        hi = end or date(2099, 12, 31)
-        side = side_sql(t, "src_addr", "dst_addr", "ts_start")
-        probe = (
-            "SELECT count(*) AS n, min(CAST(ts_start AS TIMESTAMP)) AS first_ts, "
-            "max(CAST(ts_start AS TIMESTAMP)) AS last_ts FROM flows "
-            f"WHERE ts_start >= {_ts(lo)} AND ts_start < {_ts(hi + timedelta(days=1))} "
-            f"AND ({side}) IS NOT NULL"
-        )
-        row = _fetch(engine, probe).to_pylist()[0]
+        base = base_sql(t, start or date(1970, 1, 1), end or date(2099, 12, 31))
+        probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
+        try:
+            # one scan of the store; every analysis then reads memory (both engines
+            # spill to local disk past their memory limit)
+            eng.create_view(BASE, base, materialise=True)
+            row = eng.arrow(probe).to_pylist()[0]
+        except eng.errors as exc:
+            raise RogueflowError(f"{eng.name}: cannot read the flow store: {exc}") from exc
         if not row["n"]:
             where = ""
             if start or end:
@@ -433,9 +448,9 @@ def open_scope(
             )
         first = row["first_ts"].replace(tzinfo=UTC)
         last = row["last_ts"].replace(tzinfo=UTC)
-        dialect = DIALECTS[engine.name]
+        dialect = DIALECTS[eng.name]
         scope = Scope(
-            engine=engine,
+            engine=eng,
             profile=profile,
             start=start or first.date(),
             end=end or last.date(),
@@ -445,16 +460,13 @@ def open_scope(
             baseline=baseline,
             dialect=dialect,
         )
-        base, view = scope_sql(t, scope.start, scope.end, first, last, dialect)
-        # one scan of the store; every analysis then reads memory (DuckDB spills to its
-        # temp directory past its memory limit)
-        engine.con.execute(f"{dialect.temp_table} {BASE} AS {base}")
-        engine.con.execute(f"{dialect.temp_view} {VIEW} AS {view}")
+        view = view_sql(t, first, last, dialect)
+        eng.create_view(VIEW, view)
         scope.log.append(QueryRecord(f"view {BASE}", _dedent(base)))
         scope.log.append(QueryRecord(f"view {VIEW}", _dedent(view)))
         return scope
     except BaseException:
-        engine.close()
+        eng.close()
         raise
 
 

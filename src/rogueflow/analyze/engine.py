@@ -1,4 +1,9 @@
-"""The embedded engine: DuckDB over the committed Parquet files of a workspace.
+"""The engine seam, and the embedded engine: DuckDB over the committed Parquet files.
+
+:class:`Engine` is what the analyses' scope needs from an engine; :func:`open_engine`
+picks one by the ``engine`` setting (``--engine duckdb|spark``). DuckDB is built in;
+Spark's glue lives in :mod:`rogueflow.analyze.engine_spark`, imported only when chosen
+(it needs the ``spark`` extra). Both define the same views and SQL helpers.
 
 ``flows`` is the view users and analyses query. It holds the stored columns of
 :mod:`rogueflow.schema` plus computed ones (nothing computed is stored):
@@ -16,12 +21,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
 from rogueflow import addr, flowkey
+from rogueflow.errors import ConfigError
 from rogueflow.schema import FLOW_SCHEMA
 from rogueflow.store.flowstore import FlowStore
 from rogueflow.workspace import Workspace
@@ -104,10 +110,51 @@ def register_helpers(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+ENGINES = ("duckdb", "spark")
+
+
+class Engine(Protocol):
+    """What a scope needs from an engine: the ``flows`` view over the workspace's store,
+    SQL in and Arrow out, and named views (one of them materialised once)."""
+
+    name: str
+    ws: Workspace
+    store: FlowStore
+    #: exceptions a failing query raises (the scope names the analysis query in its error)
+    errors: tuple[type[BaseException], ...]
+
+    def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table: ...
+
+    def head(self, query: str, n: int) -> pa.Table: ...
+
+    def create_view(self, name: str, query: str, *, materialise: bool = False) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(
+    ws: Workspace, name: str | None = None, *, spark_master: str | None = None
+) -> Engine:
+    """The engine the ``engine`` setting names (flag ``name`` > env > config > default).
+
+    >>> open_engine(Workspace("ws"), "spark", spark_master="local[2]")  # doctest: +SKIP
+    """
+    chosen = str(ws.setting("engine", name)).strip().lower()
+    if chosen == "duckdb":
+        return DuckDBEngine(ws)
+    if chosen == "spark":
+        # imported here: PySpark is an optional extra, and slow to import
+        from rogueflow.analyze.engine_spark import SparkEngine
+
+        return SparkEngine(ws, master=spark_master)
+    raise ConfigError(f"--engine {chosen!r}: expected one of {', '.join(ENGINES)}")
+
+
 class DuckDBEngine:
     """A DuckDB connection with the workspace's ``flows`` view."""
 
     name = "duckdb"
+    errors: tuple[type[BaseException], ...] = (duckdb.Error,)
 
     def __init__(self, workspace: Workspace, *, threads: int | None = None) -> None:
         self.ws = workspace
@@ -169,11 +216,38 @@ class DuckDBEngine:
         return self.con.sql(query)
 
     def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
-        return self.con.sql(query, params=params).to_arrow_table()
+        # a relation's Arrow export avoids the extra copy (and warning) of a DB-API result
+        return plain_integers(self.con.sql(query, params=params).to_arrow_table())
+
+    def head(self, query: str, n: int) -> pa.Table:
+        """The first ``n`` rows of a query (the rest is never computed where avoidable)."""
+        return plain_integers(self.con.sql(query).limit(n).to_arrow_table())
+
+    def create_view(self, name: str, query: str, *, materialise: bool = False) -> None:
+        """A temporary view, or with ``materialise`` a temporary table (computed once;
+        DuckDB spills it to the workspace's temp directory past the memory limit)."""
+        kind = "TABLE" if materialise else "VIEW"
+        self.con.execute(f"CREATE OR REPLACE TEMPORARY {kind} {name} AS {query}")
 
     def close(self) -> None:
         self.con.close()
         self.store.close()
+
+
+def plain_integers(table: pa.Table) -> pa.Table:
+    """Whole-number decimals as int64: DuckDB sums integers into HUGEINT (Arrow
+    decimal128(38, 0)), Spark into BIGINT; analyses and findings.json see ints from
+    either engine (the cast is checked: a sum beyond int64 raises, never wraps)."""
+    fields = list(table.schema)
+    if not any(pa.types.is_decimal(f.type) and f.type.scale == 0 for f in fields):
+        return table
+    cols = [
+        table.column(i).cast(pa.int64())
+        if pa.types.is_decimal(f.type) and f.type.scale == 0
+        else table.column(i)
+        for i, f in enumerate(fields)
+    ]
+    return pa.Table.from_arrays(cols, names=table.column_names)
 
 
 def store_paths(store: FlowStore) -> list[Path]:

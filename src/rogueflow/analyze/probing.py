@@ -231,7 +231,8 @@ class InboundProbing:
                    count(DISTINCT local_day) AS days
             FROM {VIEW} WHERE {failed}
             GROUP BY remote_asn, remote_as_org, remote_country
-            ORDER BY attempts DESC, asn LIMIT {TOP_ORGS * 3}""",
+            ORDER BY attempts DESC, asn NULLS LAST, org NULLS LAST, country NULLS LAST
+            LIMIT {TOP_ORGS * 3}""",
         )
 
     def _samples(self, scope: Scope, repeated: list[Source], failed: str) -> tuple[SampleFlow, ...]:

@@ -281,7 +281,7 @@ def _match(
                    MIN(ts_utc) AS first_ts, MAX(ts_utc) AS last_ts
             FROM {VIEW} WHERE {where}
             GROUP BY wallet, pool, remote_addr, remote_port, internal_addr
-            ORDER BY first_ts, wallet
+            ORDER BY first_ts, wallet, pool NULLS FIRST, remote_addr, remote_port, internal_addr
             """,
         )
         samples = sample_flows(scope, "sanctions: sample flows of listed wallets", where, SAMPLES)

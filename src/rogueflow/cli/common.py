@@ -78,3 +78,22 @@ def window_options(fn: F) -> F:
         "--from", "start", type=click.DateTime(["%Y-%m-%d"]), default=None, help="First day, UTC."
     )(fn)
     return fn
+
+
+def engine_options(fn: F) -> F:
+    """--engine / --spark-master, for the commands that run SQL (help from the settings)."""
+    from rogueflow.analyze.engine import ENGINES
+
+    fn = click.option(
+        "--spark-master",
+        default=None,
+        metavar="URL",
+        help=f"{settings.BY_NAME['spark_master'].help} [env ROGUEFLOW_SPARK_MASTER]",
+    )(fn)
+    fn = click.option(
+        "--engine",
+        type=click.Choice(ENGINES),
+        default=None,
+        help=f"{settings.BY_NAME['engine'].help} [env ROGUEFLOW_ENGINE]",
+    )(fn)
+    return fn

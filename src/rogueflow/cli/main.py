@@ -18,6 +18,7 @@ from rogueflow.cli.bgp import bgp
 from rogueflow.cli.collect import collect
 from rogueflow.cli.common import (
     Ctx,
+    engine_options,
     handle_errors,
     pass_ctx,
     territory_options,
@@ -149,13 +150,16 @@ def enrich(c: Ctx, sources: tuple[str, ...]) -> None:
 @click.argument("sql")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table")
 @click.option("--limit", type=int, default=None, help="Show at most N rows (table format).")
+@engine_options
 @pass_ctx
 @handle_errors
-def query(c: Ctx, sql: str, fmt: str, limit: int | None) -> None:
+def query(
+    c: Ctx, sql: str, fmt: str, limit: int | None, engine: str | None, spark_master: str | None
+) -> None:
     """Run SQL over the view `flows` (see docs/schema.md)."""
     from rogueflow.ops import run_query
 
-    run_query(c.ws, sql, fmt, limit, sys.stdout)
+    run_query(c.ws, sql, fmt, limit, sys.stdout, engine=engine, spark_master=spark_master)
 
 
 @cli.command()
@@ -235,6 +239,7 @@ def settings_cmd(c: Ctx, markdown: bool) -> None:
     default=None,
     help="Output directory (default: <workspace>/reports/<territory>).",
 )
+@engine_options
 @pass_ctx
 @handle_errors
 def report(
@@ -246,6 +251,8 @@ def report(
     baseline: str | None,
     events: str | None,
     out: str | None,
+    engine: str | None,
+    spark_master: str | None,
 ) -> None:
     """Write report.html, report.md and findings.json for a territory."""
     from rogueflow.report import build_report
@@ -261,6 +268,8 @@ def report(
         events=Path(events) if events else None,
         out=Path(out) if out else None,
         quiet=c.quiet,
+        engine=engine,
+        spark_master=spark_master,
     )
     click.echo(result.summary())
 

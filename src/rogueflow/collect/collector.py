@@ -1,22 +1,23 @@
 """``rogueflow collect``: UDP receive loop, batch decoding, rotation into the store.
 
-One thread receives and decodes: each readable socket is drained by a tight loop of
-non-blocking ``recv_into`` calls into one preallocated buffer (Python has no
-``recvmmsg``), then the datagrams are fed to the decoder, which queues data sets per
-template; every ``DECODE_RECORDS`` records (or 0.25 s) the queue is decoded in one
-batch into an Arrow table. A rotation (``--rotate-seconds``/``--rotate-flows``) hands
-its tables to a writer thread, which writes the spool file and ingests it as one
-committed source (enriched like any ingest). While it works the receive loop goes
-on; the socket buffers are raised (``SO_RCVBUFFORCE`` when allowed) to absorb the
-GIL's pauses. SIGTERM/SIGINT drain the sockets and commit everything received;
-SIGUSR1 prints the counters.
+The receive thread (:class:`rogueflow.collect.recv.Intake`) drains the sockets with
+``recvmmsg`` (through ctypes on Linux), up to 1024 datagrams per call, into bursts
+waiting in a bounded in-memory queue; it holds the GIL only briefly, so the kernel's
+socket buffer is emptied while the rest works. The calling thread decodes each burst
+at once with numpy (:mod:`rogueflow.collect.burst`) and, every ``DECODE_RECORDS``
+records (or 0.25 s), the queued records in one batch into an Arrow table. A rotation
+(``--rotate-seconds``/``--rotate-flows``) goes to a writer thread, which writes the
+spool file and has a child process (:mod:`rogueflow.collect.commit`) ingest it as one
+committed source, enriched like any ingest: enrichment runs long stretches of Python,
+and in this process it would hold the GIL the receive path needs. The socket buffers
+are raised (``SO_RCVBUFFORCE`` when allowed). SIGTERM/SIGINT drain the sockets and
+commit everything received; SIGUSR1 prints the counters.
 """
 
 from __future__ import annotations
 
 import os
 import queue
-import selectors
 import signal
 import socket
 import sys
@@ -29,7 +30,9 @@ from types import FrameType
 
 import pyarrow as pa
 
+from rogueflow.collect.commit import Committer, describe
 from rogueflow.collect.decoder import Decoder
+from rogueflow.collect.recv import Intake
 from rogueflow.collect.spool import leftovers, spool_dir, write_spool
 from rogueflow.collect.stats import Stats
 from rogueflow.errors import ConfigError, RogueflowError
@@ -37,11 +40,14 @@ from rogueflow.workspace import Workspace
 
 DECODE_RECORDS = 65_536
 DECODE_SECONDS = 0.25
-RECV_SLOT = 65_536
-RECV_BUFFER = 16 << 20  # up to 256 datagrams received before they are decoded
 DEFAULT_RCVBUF = 64 << 20
+#: received bytes waiting for the decoder, at most (beyond: the kernel buffers, then drops)
+BACKLOG_BYTES = 256 << 20
 
 Address = tuple[str, int]
+
+# Python's socket module does not name it; 33 on every Linux architecture
+_SO_RCVBUFFORCE = 33 if sys.platform.startswith("linux") else None
 
 
 def parse_listen(text: str) -> Address:
@@ -84,7 +90,7 @@ def open_socket(host: str, port: int, rcvbuf: int) -> socket.socket:
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        force = getattr(socket, "SO_RCVBUFFORCE", None)
+        force = getattr(socket, "SO_RCVBUFFORCE", _SO_RCVBUFFORCE)
         try:
             if force is None:
                 raise PermissionError
@@ -97,6 +103,12 @@ def open_socket(host: str, port: int, rcvbuf: int) -> socket.socket:
         sock.close()
         raise ConfigError(f"--listen {host}:{port}: cannot bind ({exc.strerror})") from None
     return sock
+
+
+def rcvbuf_of(sock: socket.socket) -> int:
+    """The socket's receive buffer as the kernel accounts it (Linux doubles what is set)."""
+    size = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return int(size // 2 if sys.platform.startswith("linux") else size)
 
 
 def kernel_drops(sock: socket.socket) -> int:
@@ -129,12 +141,21 @@ class Collector:
         self.stats: Stats = self.decoder.stats
         self.sockets = [open_socket(h, p, options.rcvbuf) for h, p in options.listen]
         self.addresses = [s.getsockname()[:2] for s in self.sockets]
+        self.intake = Intake(self.sockets, BACKLOG_BYTES)
+        for s, (host, port) in zip(self.sockets, self.addresses, strict=True):
+            have = rcvbuf_of(s)
+            if have < options.rcvbuf:
+                self.say(
+                    f"warning: {host}:{port}: socket receive buffer {have >> 10:,} KiB, not the "
+                    f"{options.rcvbuf >> 10:,} KiB asked (capped by net.core.rmem_max; "
+                    "SO_RCVBUFFORCE needs CAP_NET_ADMIN): bursts may be dropped by the kernel"
+                )
         self._stop = threading.Event()
         self._report = threading.Event()
-        self._names: dict[str, str] = {}
         self._queue: queue.Queue[tuple[list[pa.Table], str] | Path | None] = queue.Queue(2)
         self._writer = threading.Thread(target=self._write_loop, name="rogueflow-rotate")
         self.errors: list[str] = []
+        self.committer: Committer | None = None  # the commit process, once started
         self.kernel_dropped = 0
 
     # --- control -------------------------------------------------------------
@@ -161,39 +182,48 @@ class Collector:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 handlers[sig] = signal.signal(sig, self._on_signal)
-        self._writer.start()
-        for path in [] if self.options.discard else leftovers(spool_dir(self.ws.root)):
-            self._queue.put(path)  # rotations a killed collector wrote but did not commit
+        if not self.options.discard:  # else no writer thread, no commit process
+            self._writer.start()
+            for path in leftovers(spool_dir(self.ws.root)):
+                self._hand_over(path)  # rotations a killed collector wrote but did not commit
         try:
             self._loop()
         finally:
             for sig, old in handlers.items():
                 signal.signal(sig, old)
-            self._queue.put(None)
-            self._writer.join()
+            if self._writer.is_alive():
+                self._hand_over(None)
+                self._writer.join()
             final = self.report()
+            self.intake.close()
             for s in self.sockets:
                 s.close()
             self.say(final)
         return self.stats
 
     def _loop(self) -> None:
-        sel = selectors.DefaultSelector()
-        for s in self.sockets:
-            sel.register(s, selectors.EVENT_READ)
-        buf = bytearray(RECV_BUFFER)
-        view = memoryview(buf)
         dec = self.decoder
+        intake = self.intake
         rotation = _Rotation()
         start = last_decode = last_expire = time.monotonic()
         next_health = start + self.options.stats_interval if self.options.stats_interval else None
+        intake.start()
         try:
             while True:
-                stopping = self._stop.is_set()
-                ready = [k.fileobj for k, _ in sel.select(0 if stopping else 0.1)]
-                got = 0
-                for sock in ready:
-                    got += self._drain(sock, view)  # type: ignore[arg-type]
+                if self._stop.is_set():
+                    intake.stop()  # it reads what the kernel holds, then ends the queue
+                try:
+                    item = intake.queue.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+                else:
+                    if item is None:
+                        if intake.error is not None:
+                            raise intake.error
+                        break
+                    burst, now = item
+                    dec.feed_burst(burst, now)
+                    intake.done(burst)
                 mono = time.monotonic()
                 if dec.pending_records >= DECODE_RECORDS or mono - last_decode > DECODE_SECONDS:
                     self._decode(rotation)
@@ -212,39 +242,14 @@ class Collector:
                 if next_health is not None and mono >= next_health:
                     self.say(self.stats.health_line(mono - start))
                     next_health = mono + self.options.stats_interval
-                if stopping and not got:
-                    break  # every datagram the kernel held has been read
         finally:
-            sel.close()
+            intake.stop()
             table = dec.finish()
             if table is not None:
                 rotation.tables.append(table)
                 rotation.rows += table.num_rows
             if rotation.rows:
                 self._rotate(rotation)
-
-    def _drain(self, sock: socket.socket, view: memoryview) -> int:
-        """Read every queued datagram (up to the buffer), then decode them."""
-        got: list[tuple[int, int, str]] = []
-        off = 0
-        names = self._names
-        while off + RECV_SLOT <= len(view):
-            try:
-                n, peer = sock.recvfrom_into(view[off : off + RECV_SLOT])
-            except BlockingIOError:
-                break
-            except OSError:
-                continue  # e.g. ICMP errors surfacing on the socket: not ours to fail on
-            name = names.get(peer[0])
-            if name is None:
-                name = names[peer[0]] = _exporter_name(peer[0])
-            got.append((off, n, name))
-            off += n
-        now = time.time()
-        feed = self.decoder.feed
-        for a, n, name in got:
-            feed(view[a : a + n], name, now)
-        return len(got)
 
     def _decode(self, rotation: _Rotation) -> None:
         table = self.decoder.flush()
@@ -259,39 +264,47 @@ class Collector:
         elif rotation.rows:
             listen = ",".join(f"{h}:{p}" for h, p in self.addresses)
             note = f"collect {listen} pid {os.getpid()} at {time.time():.6f}"
-            self._queue.put((rotation.tables, note))
+            self._hand_over((rotation.tables, note))
         return _Rotation()
 
     # --- the writer thread ---------------------------------------------------------
 
-    def _write_loop(self) -> None:
-        from rogueflow.detect.behaviour import Behaviour
-        from rogueflow.enrich.intel import Enricher
-        from rogueflow.ingest.pipeline import ingest_file
-        from rogueflow.store.flowstore import FlowStore
+    def _hand_over(self, item: tuple[list[pa.Table], str] | Path | None) -> None:
+        """Queue work for the writer; never wait forever on a writer that has died."""
+        while True:
+            try:
+                self._queue.put(item, timeout=1.0)
+                return
+            except queue.Full:
+                if not self._writer.is_alive():
+                    if item is not None:
+                        self.errors.append("rotation not committed: the writer thread ended")
+                    return
 
-        store = FlowStore(self.ws)
-        enricher = Enricher(self.ws)
-        behaviour = Behaviour()  # one per run: sessions cut by rotation are judged whole
+    def _write_loop(self) -> None:
         spool = spool_dir(self.ws.root)
+        committer: Committer | None = None
+        try:
+            committer = self.committer = Committer(self.ws.root)
+        except OSError as exc:  # the rotations are still written, for the next run
+            self._failed(f"commit process not started: {exc}")
         try:
             while (item := self._queue.get()) is not None:
                 path: Path | None = None
                 try:
                     path = item if isinstance(item, Path) else write_spool(spool, *item)
-                    result = ingest_file(
-                        store, path, fmt="collect", enricher=enricher, behaviour=behaviour
-                    )
-                    path.unlink(missing_ok=True)
+                    if committer is None:
+                        raise RogueflowError("no commit process")
+                    rows = committer.commit(path)
                     self.stats.rotations += 1
-                    self.stats.stored_flows += result.rows
-                except (RogueflowError, OSError, pa.ArrowException) as exc:
+                    self.stats.stored_flows += rows
+                except Exception as exc:  # one bad rotation must not end the writer
                     kept = f"; kept {path} for the next run" if path is not None else ""
-                    self.errors.append(f"rotation not committed: {exc}{kept}")
-                    self.say(f"error: rotation not committed: {exc}{kept}")
+                    self._failed(f"rotation not committed: {describe(exc)}{kept}")
         finally:
-            store.close()
+            if committer is not None:
+                committer.close()
 
-
-def _exporter_name(host: str) -> str:
-    return host[7:] if host.startswith("::ffff:") and "." in host else host
+    def _failed(self, message: str) -> None:
+        self.errors.append(message)
+        self.say(f"error: {message}")

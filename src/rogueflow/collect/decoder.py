@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 from rogueflow.collect import columns as cols
+from rogueflow.collect.burst import decode_burst
+from rogueflow.collect.recv import Burst
 from rogueflow.collect.stats import ExporterStats, SequenceTracker, Stats
 from rogueflow.collect.templates import Template, TemplateError
 
@@ -43,14 +46,25 @@ class Domain:
     sampler_rates: dict[int, int] = field(default_factory=dict)
 
 
+#: per datagram: records, export time (ms), sysUptime (ms; -1 for IPFIX)
+Ctx = tuple[int, int, int]
+
+
 @dataclass
 class Pending:
-    """Data sets of one template waiting for the batch decode."""
+    """Data sets of one template (of one exporter's domain) waiting for the batch decode.
+
+    ``data[i]`` holds the packed records of ``ctx[i]``: bytes and one context tuple for
+    a data set queued by :func:`netflow.data_set`, or a uint8 array and an (n, 3) array
+    for a block of datagrams queued by :mod:`rogueflow.collect.burst`.
+    """
 
     template: Template
     domain: Domain
-    chunks: list[bytes] = field(default_factory=list)
-    ctx: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
+    exporter: int
+    observation: int
+    data: list[bytes | npt.NDArray[np.uint8]] = field(default_factory=list)
+    ctx: list[Ctx | npt.NDArray[np.int64]] = field(default_factory=list)
 
 
 @dataclass
@@ -89,6 +103,8 @@ class Decoder:
         self.pending_records = 0
         self.held: deque[Held] = deque()
         self.held_by_key: dict[tuple[DomainKey, int], list[Held]] = {}
+        #: bumped whenever a template appears, changes, expires or is withdrawn
+        self.generation = 0
         self.exporters: list[str] = []
         self._exporter_ids: dict[str, int] = {}
         self.observations: list[str] = []
@@ -127,6 +143,10 @@ class Decoder:
         except (TemplateError, struct.error, IndexError, ValueError, OverflowError) as exc:
             self.stats.drop(exporter, f"malformed: {exc}")
 
+    def feed_burst(self, burst: Burst, now: float) -> None:
+        """Decode a received burst of datagrams (see :mod:`rogueflow.collect.burst`)."""
+        decode_burst(self, burst, now)
+
     def exporter_id(self, name: str) -> int:
         i = self._exporter_ids.get(name)
         if i is None:
@@ -151,6 +171,7 @@ class Decoder:
         tpl = domain.templates.get(tid)
         if tpl is not None and self.now - tpl.refreshed > self.template_timeout:
             del domain.templates[tid]  # expired: the exporter stopped announcing it
+            self.generation += 1
             return None
         return tpl
 
@@ -166,6 +187,7 @@ class Decoder:
             if old is not None:
                 self._decode_pending((key, tpl.tid))  # earlier data keeps its own layout
             st.templates += 1
+            self.generation += 1
             current = domain.templates[tpl.tid] = tpl
         current.refreshed = self.now
         waiting = self.held_by_key.pop((key, tpl.tid), None)
@@ -186,13 +208,12 @@ class Decoder:
                     h.payload,
                     h.export_ms,
                     h.uptime_ms,
-                    h.exporter,
-                    h.observation,
                     self.stats.of(h.exporter),
                 )
 
     def withdraw(self, key: DomainKey, tid: int | None) -> None:
         domain = self.domain(key)
+        self.generation += 1
         if tid is None:
             for t in list(domain.templates):
                 self._decode_pending((key, t))
@@ -238,35 +259,55 @@ class Decoder:
         tpl: Template,
         packed: bytes,
         n: int,
-        ctx: tuple[int, int, int, int, int, int],
+        export_ms: int,
+        uptime_ms: int,
     ) -> None:
-        """Queue ``n`` packed records of ``tpl`` for the next batch decode."""
+        """Queue ``n`` packed records of ``tpl`` (one data set) for the next batch decode."""
+        p = self._pending(key, domain, tpl)
+        p.data.append(packed)
+        p.ctx.append((n, export_ms, uptime_ms))
+        self.pending_records += n
+
+    def add_block(
+        self,
+        key: DomainKey,
+        domain: Domain,
+        tpl: Template,
+        packed: npt.NDArray[np.uint8],
+        ctx: npt.NDArray[np.int64],
+    ) -> None:
+        """Queue the records of many data sets: ``ctx`` has one ``Ctx`` row per data set."""
+        p = self._pending(key, domain, tpl)
+        p.data.append(packed)
+        p.ctx.append(ctx)
+        self.pending_records += len(packed) // tpl.fixed_len
+
+    def _pending(self, key: DomainKey, domain: Domain, tpl: Template) -> Pending:
         pk = (key, tpl.tid)
         p = self.pending.get(pk)
         if p is None or p.template is not tpl:
             if p is not None:
                 self._decode_pending(pk)
-            p = self.pending[pk] = Pending(tpl, domain)
-        p.chunks.append(packed)
-        p.ctx.append(ctx)
-        self.pending_records += n
+            exporter = self.exporter_id(key[0])
+            p = Pending(tpl, domain, exporter, self.observation_id(str(key[2])))
+            self.pending[pk] = p
+        return p
 
     def _decode_pending(self, pk: tuple[DomainKey, int]) -> None:
         p = self.pending.pop(pk, None)
-        if p is None or not p.chunks:
+        if p is None or not p.data:
             return
-        records = np.frombuffer(b"".join(p.chunks), dtype=p.template.dtype)
-        ctx = np.array(p.ctx, dtype=np.int64)  # (chunks, 6): n, export, uptime, exp, obs, rate
+        raw, ctx = _packed(p)
+        records = raw.view(p.template.dtype)
+        n = len(records)
         counts = ctx[:, 0]
-        rep = np.repeat(ctx[:, 1:], counts, axis=0)
-        rate = rep[:, 4]
-        default = p.domain.rate or self.default_rate
+        rate = np.full(n, p.domain.rate or self.default_rate, dtype=np.uint32)
         context = cols.Context(
-            export_ms=rep[:, 0],
-            uptime_ms=rep[:, 1],
-            exporter=rep[:, 2].astype(np.int32),
-            observation=rep[:, 3].astype(np.int32),
-            rate=np.where(rate > 0, rate, default).astype(np.uint32),
+            export_ms=np.repeat(ctx[:, 1], counts),
+            uptime_ms=np.repeat(ctx[:, 2], counts),
+            exporter=np.full(n, p.exporter, dtype=np.int32),
+            observation=np.full(n, p.observation, dtype=np.int32),
+            rate=rate,
             boot_ms=p.domain.boot_ms,
         )
         if "sampler_id" in p.template.roles or "selector_id" in p.template.roles:
@@ -295,6 +336,30 @@ class Decoder:
         while self.held:
             self._drop_held(self.held.popleft())
         return table
+
+
+def _packed(p: Pending) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """All the records of ``p`` as one byte array, and one context row per data set."""
+    datas: list[npt.NDArray[np.uint8]] = []
+    ctxs: list[npt.NDArray[np.int64]] = []
+    chunks: list[bytes] = []
+    rows: list[Ctx] = []
+    for data, ctx in zip(p.data, p.ctx, strict=True):
+        if isinstance(ctx, tuple):
+            chunks.append(data)  # type: ignore[arg-type]
+            rows.append(ctx)
+            continue
+        if rows:
+            datas.append(np.frombuffer(b"".join(chunks), dtype=np.uint8))
+            ctxs.append(np.array(rows, dtype=np.int64))
+            chunks, rows = [], []
+        datas.append(data)  # type: ignore[arg-type]
+        ctxs.append(ctx)
+    if rows:
+        datas.append(np.frombuffer(b"".join(chunks), dtype=np.uint8))
+        ctxs.append(np.array(rows, dtype=np.int64))
+    raw = datas[0] if len(datas) == 1 else np.concatenate(datas)
+    return raw, ctxs[0] if len(ctxs) == 1 else np.concatenate(ctxs)
 
 
 def _sampler_rates(

@@ -276,7 +276,7 @@ def received(
     if tpl is None:
         dec.hold(Held(key, tid, payload, export_ms, uptime_ms, exporter, observation, dec.now))
         return None
-    return data_set(dec, key, domain, tpl, payload, export_ms, uptime_ms, exporter, observation, st)
+    return data_set(dec, key, domain, tpl, payload, export_ms, uptime_ms, st)
 
 
 def data_set(
@@ -287,10 +287,9 @@ def data_set(
     payload: bytes,
     export_ms: int,
     uptime_ms: int,
-    exporter: str,
-    observation: str,
     st: ExporterStats,
 ) -> int:
+    """Queue a data set's records (or apply options data); how many records it held."""
     packed, n = split_records(tpl, payload)
     if n == 0:
         return 0
@@ -299,15 +298,7 @@ def data_set(
     elif not tpl.has_flow_fields():
         st.dropped[NOT_FLOWS] += n
     else:
-        ctx = (
-            n,
-            export_ms,
-            uptime_ms,
-            dec.exporter_id(exporter),
-            dec.observation_id(observation),
-            0,
-        )
-        dec.add_records(key, domain, tpl, packed, n, ctx)
+        dec.add_records(key, domain, tpl, packed, n, export_ms, uptime_ms)
     return n
 
 

@@ -61,16 +61,21 @@ def side_sql(
     )
 
 
-def local_time_sql(t: Territory, ts: str, start: datetime, end: datetime) -> str:
-    """``ts`` (UTC) shifted to the territory's wall-clock time, zone history included."""
+def local_time_sql(
+    t: Territory, ts: str, start: datetime, end: datetime, seconds: str = "INTERVAL ({x}) SECOND"
+) -> str:
+    """``ts`` (UTC) shifted to the territory's wall-clock time, zone history included.
+
+    ``seconds`` spells an interval of ``{x}`` seconds in the engine's SQL (DuckDB's by
+    default; see :data:`rogueflow.analyze.context.DIALECTS`)."""
     steps = utc_offsets(t.timezone, start, end)
     if len(steps) == 1:
-        return f"({ts} + INTERVAL ({steps[0][1]}) SECOND)"
+        return f"({ts} + {seconds.format(x=steps[0][1])})"
     case = "CASE"
     for i in range(len(steps) - 1, 0, -1):
         case += f" WHEN {ts} >= {_ts_literal(steps[i][0])} THEN {steps[i][1]}"
     case += f" ELSE {steps[0][1]} END"
-    return f"({ts} + INTERVAL ({case}) SECOND)"
+    return f"({ts} + {seconds.format(x=case)})"
 
 
 # --- numpy twins ------------------------------------------------------------------

@@ -142,6 +142,7 @@ def _meta(scope: Scope, generated_at: str) -> dict[str, Any]:
     return {
         "rogueflow_version": rogueflow_version(),
         "generated_at": generated_at,
+        "engine": scope.engine.name,
         "territory": {
             "code": t.code,
             "iso": t.iso,
@@ -188,10 +189,13 @@ def build_report(
     events: Path | None = None,
     out: Path | None = None,
     quiet: bool = True,
+    engine: str | None = None,
+    spark_master: str | None = None,
 ) -> ReportResult:
     """Analyse one territory and write report.html, report.md and findings.json.
 
-    ``events`` is a CSV of dated events (``date,label``) for the event overlay.
+    ``events`` is a CSV of dated events (``date,label``) for the event overlay;
+    ``engine`` (``duckdb``/``spark``) and ``spark_master`` override the settings.
     """
     from rogueflow.export import write_exports
     from rogueflow.report.charts import render
@@ -209,7 +213,7 @@ def build_report(
         from rogueflow.analyze.events import load_events
 
         dated = load_events(events)  # before the engine opens: a bad file fails fast
-    scope = open_scope(ws, profile, start, end, window)
+    scope = open_scope(ws, profile, start, end, window, engine=engine, spark_master=spark_master)
     try:
         generated_at = datetime.now(UTC).isoformat(timespec="seconds")
         found: list[Finding] = []
