@@ -199,23 +199,7 @@ class IntelStore:
         self._builtins = builtins
         self._builtin_snaps: list[Snapshot] | None = None
         self._objects: OrderedDict[tuple[str, str, str], object] = OrderedDict()
-        try:
-            self._db = sqlite3.connect(self.manifest_path, isolation_level=None, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_DDL)
-            row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(MANIFEST_VERSION),)
-                )
-            elif int(row[0]) > MANIFEST_VERSION:
-                raise StoreError(
-                    f"{self.manifest_path}: manifest version {row[0]} is newer than this "
-                    "rogueflow; upgrade rogueflow"
-                )
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.manifest_path}: the manifest is unreadable ({exc})") from None
+        self._db = open_manifest(self.manifest_path, _DDL, MANIFEST_VERSION)
         with self._lock(wait=False) as locked:
             if locked:
                 self._sweep()
@@ -526,6 +510,27 @@ class IntelStore:
                 pass  # the cache is an optimisation; the snapshot itself is intact
             finally:
                 _remove_path(tmp)
+
+
+def open_manifest(path: Path, ddl: str, version: int) -> sqlite3.Connection:
+    """A snapshot store's SQLite manifest: WAL, full sync, schema applied, and refused
+    when written by a newer rogueflow or unreadable (both naming the file)."""
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=60)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(ddl)
+        row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+        if row is None:
+            db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(version),))
+        elif int(row[0]) > version:
+            db.close()
+            raise StoreError(
+                f"{path}: manifest version {row[0]} is newer than this rogueflow; upgrade rogueflow"
+            )
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path}: the manifest is unreadable ({exc})") from None
+    return db
 
 
 def _renamed(exc: InputError, staged: Path, src: Path) -> InputError:

@@ -24,7 +24,6 @@ import gzip
 import json
 import os
 import re
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -33,7 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from rogueflow.errors import ConfigError, InputError, StoreError
-from rogueflow.intel.snapshots import _copy_file, _fsync_dir, _remove_path, _suffix, default_name
+from rogueflow.intel.snapshots import (
+    _copy_file,
+    _fsync_dir,
+    _remove_path,
+    _suffix,
+    default_name,
+    open_manifest,
+)
 from rogueflow.sanctions.model import SanctionsList, read_list
 from rogueflow.workspace import Workspace
 
@@ -136,23 +142,7 @@ class SanctionsStore:
             d.mkdir(parents=True, exist_ok=True)
         self.manifest_path = self.root / "manifest.sqlite"
         self._loaded: dict[str, SanctionsList] = {}
-        try:
-            self._db = sqlite3.connect(self.manifest_path, isolation_level=None, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_DDL)
-            row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            if row is None:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(MANIFEST_VERSION),)
-                )
-            elif int(row[0]) > MANIFEST_VERSION:
-                raise StoreError(
-                    f"{self.manifest_path}: manifest version {row[0]} is newer than this "
-                    "rogueflow; upgrade rogueflow"
-                )
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.manifest_path}: the manifest is unreadable ({exc})") from None
+        self._db = open_manifest(self.manifest_path, _DDL, MANIFEST_VERSION)
         with self._lock(wait=False) as locked:
             if locked:
                 self._sweep()
