@@ -40,6 +40,22 @@ def spec(chart_id: str, title: str, fig: go.Figure) -> dict[str, Any]:
     return {"id": chart_id, "title": title, "caption": "", "figure": figure}
 
 
+def _dated_lines(fig: go.Figure, dated: Sequence[tuple[str, str]], color: str = PALETTE[1]) -> None:
+    """A dotted vertical line per dated label, the label at the top of the plot."""
+    for day, label in dated:
+        fig.add_vline(x=day, line={"color": color, "dash": "dot", "width": 1})
+        fig.add_annotation(
+            x=day,
+            y=1,
+            yref="paper",
+            text=label,
+            showarrow=False,
+            xanchor="left",
+            yanchor="bottom",
+            font={"size": 10},
+        )
+
+
 def daily_series(
     chart_id: str,
     title: str,
@@ -71,18 +87,7 @@ def daily_series(
                 showlegend=i == 0,
             )
         )
-    for day, label in events:
-        fig.add_vline(x=day, line={"color": PALETTE[1], "dash": "dot", "width": 1})
-        fig.add_annotation(
-            x=day,
-            y=1,
-            yref="paper",
-            text=label,
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            font={"size": 10},
-        )
+    _dated_lines(fig, events)
     fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return spec(chart_id, title, fig)
 
@@ -321,18 +326,7 @@ def coin_activity(
                 line={"color": color, "width": 2, "dash": "dash"},
             )
         )
-    for day, label in markers:
-        fig.add_vline(x=day, line={"color": PALETTE[1], "dash": "dot", "width": 1})
-        fig.add_annotation(
-            x=day,
-            y=1,
-            yref="paper",
-            text=label,
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            font={"size": 10},
-        )
+    _dated_lines(fig, markers)
     fig.update_layout(barmode="stack", bargap=0)
     fig.update_yaxes(title_text=y_title, rangemode="tozero")
     return spec(chart_id, title, fig)
@@ -369,18 +363,7 @@ def multi_series(
                 showlegend=i == 0,
             )
         )
-    for day, label in events:
-        fig.add_vline(x=day, line={"color": "#444444", "dash": "dot", "width": 1})
-        fig.add_annotation(
-            x=day,
-            y=1,
-            yref="paper",
-            text=label,
-            showarrow=False,
-            xanchor="left",
-            yanchor="bottom",
-            font={"size": 10},
-        )
+    _dated_lines(fig, events, "#444444")
     fig.update_yaxes(title_text=y_title, rangemode="tozero", tickformat=".1%" if percent else None)
     return spec(chart_id, title, fig)
 
