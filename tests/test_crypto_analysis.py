@@ -4,16 +4,13 @@ and the series rules (sustained onset, windows) on known series."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from rogueflow import addr
 from rogueflow.analyze import coinseries as cs
 from rogueflow.analyze import load_profile, open_scope
 from rogueflow.analyze.crypto import CryptoActivity
@@ -22,6 +19,7 @@ from rogueflow.ops import ingest_paths
 from rogueflow.report.charts import render
 from rogueflow.workspace import Workspace
 from tests.conftest import DemoRun
+from tests.flowrows import write_rows
 
 Run = tuple[dict[str, Finding], dict[str, dict[str, Any]]]
 
@@ -163,34 +161,7 @@ DAY0 = date(2019, 1, 1)
 
 def _write(path: Path, rows: list[tuple[date, int, str, str, int, int, str | None]]) -> Path:
     """(day, hour UTC, src, dst, dst_port, proto, dns_query) rows as canonical flows."""
-    ts = [
-        int(datetime(d.year, d.month, d.day, h, tzinfo=UTC).timestamp() * 1e6) + i
-        for i, (d, h, *_rest) in enumerate(rows)
-    ]
-    n = len(rows)
-    t = pa.array(np.array(ts, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
-    pq.write_table(
-        pa.table(
-            {
-                "ts_start": t,
-                "ts_end": t,
-                "src_addr": addr.parse_array([r[2] for r in rows]),
-                "dst_addr": addr.parse_array([r[3] for r in rows]),
-                "src_port": pa.array([40000 + i % 20000 for i in range(n)], pa.uint16()),
-                "dst_port": pa.array([r[4] for r in rows], pa.uint16()),
-                "proto": pa.array([r[5] for r in rows], pa.uint8()),
-                "packets": pa.array([4] * n, pa.int64()),
-                "bytes": pa.array([300] * n, pa.int64()),
-                "rev_packets": pa.array([4] * n, pa.int64()),
-                "rev_bytes": pa.array([900] * n, pa.int64()),
-                "sampling_rate": pa.array([1] * n, pa.uint32()),
-                "exporter": pa.array(["sensor-1"] * n),
-                "dns_query": pa.array([r[6] for r in rows], pa.string()),
-            }
-        ),
-        path,
-    )
-    return path
+    return write_rows(path, rows, ("dns_query",))
 
 
 def _background(days: int) -> list[tuple[date, int, str, str, int, int, str | None]]:

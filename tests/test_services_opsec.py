@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import calendar
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from rogueflow import addr
 from rogueflow.analyze import load_profile, open_scope
 from rogueflow.analyze.opsec import Obfuscation
 from rogueflow.analyze.services import ServiceMix
@@ -24,6 +21,7 @@ from rogueflow.ops import ingest_paths
 from rogueflow.report.charts import render
 from rogueflow.workspace import Workspace
 from tests.conftest import DemoRun
+from tests.flowrows import write_rows
 
 Run = tuple[dict[str, Finding], dict[str, dict[str, Any]]]
 Periods = list[tuple[str, date, date]]
@@ -267,35 +265,7 @@ Row = tuple[date, int, str, str, int, int, str | None, str | None]
 
 def _write(path: Path, rows: list[Row]) -> Path:
     """(day, hour UTC, src, dst, dst_port, proto, server_name, dns_query) as canonical flows."""
-    ts = [
-        int(datetime(d.year, d.month, d.day, h, tzinfo=UTC).timestamp() * 1e6) + i
-        for i, (d, h, *_rest) in enumerate(rows)
-    ]
-    n = len(rows)
-    t = pa.array(np.array(ts, dtype=np.int64)).cast(pa.timestamp("us", tz="UTC"))
-    pq.write_table(
-        pa.table(
-            {
-                "ts_start": t,
-                "ts_end": t,
-                "src_addr": addr.parse_array([r[2] for r in rows]),
-                "dst_addr": addr.parse_array([r[3] for r in rows]),
-                "src_port": pa.array([40000 + i % 20000 for i in range(n)], pa.uint16()),
-                "dst_port": pa.array([r[4] for r in rows], pa.uint16()),
-                "proto": pa.array([r[5] for r in rows], pa.uint8()),
-                "packets": pa.array([4] * n, pa.int64()),
-                "bytes": pa.array([300] * n, pa.int64()),
-                "rev_packets": pa.array([4] * n, pa.int64()),
-                "rev_bytes": pa.array([900] * n, pa.int64()),
-                "sampling_rate": pa.array([1] * n, pa.uint32()),
-                "exporter": pa.array(["sensor-1"] * n),
-                "server_name": pa.array([r[6] for r in rows], pa.string()),
-                "dns_query": pa.array([r[7] for r in rows], pa.string()),
-            }
-        ),
-        path,
-    )
-    return path
+    return write_rows(path, rows, ("server_name", "dns_query"))
 
 
 def _everyday(days: int) -> list[Row]:
