@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 
 from rogueflow import addr
 from rogueflow.intel.indicators import ServiceCatalog
+from rogueflow.store.rows import Rows, Selection, materialise
 
 F64 = npt.NDArray[np.float64]
 U64 = npt.NDArray[np.uint64]
@@ -184,18 +185,27 @@ class Behaviour:
 
     def hold(self, table: pa.Table) -> pa.Table:
         """Rows to write now; candidate rows are kept back (see :meth:`release`)."""
+        return pa.concat_tables([materialise(part) for part in self.split(table)])
+
+    def split(self, table: pa.Table) -> list[Rows]:
+        """:meth:`hold` without copying: the rows to write now as a :class:`Selection`.
+
+        Candidates are a few percent of a batch; filtering the other rows out would copy
+        the whole batch once more, which the store's day writer does anyway.
+        """
+        table = _with_detection_columns(table)
         cand = self.candidates(table)
         if not cand.any():
-            return _with_detection_columns(table)
+            return [table]
         rows = table.filter(pa.array(cand))
         keys, values = self._session_rows(rows)
         self._parts.append(pa.Table.from_pydict({**keys, **values}))
         self._held.append((rows, pa.Table.from_pydict(keys)))
         self._held_rows += rows.num_rows
-        rest = _with_detection_columns(table.filter(pa.array(~cand)))
+        rest: list[Rows] = [Selection(table, np.flatnonzero(~cand))]
         if self._held_rows < self.max_held_rows:
             return rest
-        return pa.concat_tables([rest, *self.release()])
+        return [*rest, *self.release()]
 
     def release(self) -> Iterator[pa.Table]:
         """The held rows, relabelled where behaviour decides; call at each file end."""

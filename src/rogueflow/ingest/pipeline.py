@@ -18,6 +18,7 @@ from rogueflow.errors import InputError, UnknownFormat
 from rogueflow.ingest.base import Reader, ReadOptions, read_head
 from rogueflow.schema import conform
 from rogueflow.store.flowstore import FlowStore, IngestResult, hash_file
+from rogueflow.store.rows import Rows
 
 #: batches each pipeline stage may hold ready ahead of the next (bounds memory)
 PREFETCH = 2
@@ -143,14 +144,14 @@ def ingest_file(
             if batch.num_rows:
                 yield conform(batch, source_format=p.reader.name, source_id=source_id)
 
-    def enriched() -> Generator[pa.Table, None, None]:
+    def enriched() -> Generator[Rows, None, None]:
         # enrichment stays in this thread: the intel store's SQLite handle is bound to it
         judge.begin_file()
         with contextlib.closing(prefetched(conformed)) as stream:
             for batch in stream:
-                now = judge.hold(enrich.apply(batch))
-                if now.num_rows:
-                    yield now
+                for now in judge.split(enrich.apply(batch)):
+                    if now.num_rows:
+                        yield now
         for held in judge.release():
             if held.num_rows:
                 yield held

@@ -36,6 +36,7 @@ import pyarrow.parquet as pq
 from rogueflow.errors import StoreError
 from rogueflow.schema import FLOW_SCHEMA, MEASURED, METADATA_KEY, SCHEMA_VERSION, upgrade
 from rogueflow.store.catalog import Catalog, Source, StoredFile, now_iso
+from rogueflow.store.rows import I64, Rows, unpack
 from rogueflow.workspace import Workspace
 
 HASH_CHUNK = 1 << 20
@@ -82,7 +83,7 @@ class FlowStore:
         path: Path,
         sha256: str,
         fmt: str,
-        batches: Iterable[pa.Table],
+        batches: Iterable[Rows],
         force: bool = False,
         on_rows: Callable[[int], None] | None = None,
     ) -> IngestResult:
@@ -254,14 +255,17 @@ class FlowStore:
 class _DayPartitionWriter:
     """Buffers rows per UTC day; writes sorted Parquet files to a staging dir.
 
-    Parquet encoding and zstd run without the GIL, so worker threads (one per core)
-    overlap them with the reader's parsing. A day is written as soon as the input has
-    moved past it (exports are sorted-ish by time), else when the buffer is full or at
-    close; at most ``_IN_FLIGHT`` tables wait for a worker (bounded memory).
+    Rows are buffered by reference — (batch, row indices) per day, never copied on
+    arrival: a day's file gathers its rows from the batches in ``ts_start`` order with
+    one ``take`` when it is written, which also drops the rows a :class:`Selection`
+    left out. Gathering, Parquet encoding and zstd run without the GIL, so worker
+    threads (one per core) overlap them with the reader's parsing. A day is written as
+    soon as the input has moved past it (exports are sorted-ish by time), else when the
+    buffer is full or at close; at most ``_IN_FLIGHT`` files wait for a worker.
 
-    Splitting batches by day (a sort and copy when the input is not in time order) runs
-    in a thread of its own too, so the caller's next batch is produced meanwhile; at most
-    ``_INBOX`` batches wait for it, and its errors are raised by the next ``add``/``close``.
+    Splitting batches by day runs in a thread of its own too, so the caller's next
+    batch is produced meanwhile; at most ``_INBOX`` batches wait for it, and its errors
+    are raised by the next ``add``/``close``.
     """
 
     _WORKERS = 2
@@ -276,7 +280,7 @@ class _DayPartitionWriter:
         self.buffer_rows = buffer_rows
         self.row_group_rows = row_group_rows
         self.zstd_level = zstd_level
-        self.buffers: dict[int, list[pa.Table]] = {}
+        self.buffers: dict[int, list[tuple[pa.Table, I64 | None]]] = {}
         self.day_rows: dict[int, int] = {}
         self.buffered = 0
         self.written: list[tuple[str, str, int]] = []
@@ -286,26 +290,26 @@ class _DayPartitionWriter:
         workers = max(1, min(self._WORKERS, os.cpu_count() or 1))
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rogueflow-write")
         self._pending: deque[Future[None]] = deque()
-        self._inbox: queue.Queue[pa.Table | None] = queue.Queue(maxsize=self._INBOX)
+        self._inbox: queue.Queue[Rows | None] = queue.Queue(maxsize=self._INBOX)
         self._error: BaseException | None = None
         self._splitter: threading.Thread | None = threading.Thread(
             target=self._split_loop, name="rogueflow-split", daemon=True
         )
         self._splitter.start()
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, rows: Rows) -> None:
         """Queue one batch; raises an error of an earlier batch."""
         if self._error is not None:
             raise self._error
-        if table.num_rows:
-            self._inbox.put(table)
+        if rows.num_rows:
+            self._inbox.put(rows)
 
     def _split_loop(self) -> None:
-        while (table := self._inbox.get()) is not None:
+        while (rows := self._inbox.get()) is not None:
             if self._error is not None:
                 continue  # keep draining so that add() never blocks on a dead thread
             try:
-                self._add(table)
+                self._add(rows)
             except BaseException as exc:  # raised in the caller's thread
                 self._error = exc
 
@@ -315,45 +319,43 @@ class _DayPartitionWriter:
             self._splitter.join()
             self._splitter = None
 
-    def _add(self, table: pa.Table) -> None:
+    def _add(self, rows: Rows) -> None:
+        table, picked = unpack(rows)
         if table.schema != FLOW_SCHEMA:
             table = table.cast(FLOW_SCHEMA)
         us = _int64_values(table.column("ts_start"))
+        if picked is not None:
+            us = us[picked]
         lo_us, hi_us = int(us.min()), int(us.max())
         self._min = lo_us if self._min is None else min(self._min, lo_us)
         self._max = hi_us if self._max is None else max(self._max, hi_us)
         first, last = lo_us // _DAY_US, hi_us // _DAY_US
         if first == last:
-            self._buffer(first, table)
+            self._buffer(first, table, picked)
         else:
             day_idx = us // _DAY_US
-            steps = np.diff(day_idx)
-            if (steps >= 0).all():
-                # already in day order (the common, time-sorted export): slices, no copy
-                bounds = np.flatnonzero(steps) + 1
-                days = day_idx
-            else:
-                order = np.argsort(day_idx, kind="stable")
-                days = day_idx[order]
-                bounds = np.flatnonzero(np.diff(days)) + 1
-                table = table.take(pa.array(order))
+            order = np.argsort(day_idx, kind="stable")
+            days = day_idx[order]
+            at = order if picked is None else picked[order]
+            bounds = np.flatnonzero(np.diff(days)) + 1
             starts = np.concatenate(([0], bounds))
             ends = np.concatenate((bounds, [len(days)]))
             for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                self._buffer(int(days[s]), table.slice(s, e - s))
+                self._buffer(int(days[s]), table, at[s:e])
         # the input has moved past these days: write them now rather than at close
         for day in sorted(d for d in self.buffers if d < first):
             self._flush(day)
         while self.buffered > self.buffer_rows:
             self._flush(max(self.day_rows, key=self.day_rows.__getitem__))
 
-    def _buffer(self, day: int, table: pa.Table) -> None:
-        self.buffers.setdefault(day, []).append(table)
-        self.day_rows[day] = self.day_rows.get(day, 0) + table.num_rows
-        self.buffered += table.num_rows
+    def _buffer(self, day: int, table: pa.Table, picked: I64 | None) -> None:
+        rows = table.num_rows if picked is None else len(picked)
+        self.buffers.setdefault(day, []).append((table, picked))
+        self.day_rows[day] = self.day_rows.get(day, 0) + rows
+        self.buffered += rows
 
     def _flush(self, day_index: int) -> None:
-        tables = self.buffers.pop(day_index)
+        parts = self.buffers.pop(day_index)
         rows = self.day_rows.pop(day_index)
         self.buffered -= rows
         day = _day_name(day_index)
@@ -364,7 +366,7 @@ class _DayPartitionWriter:
         while len(self._pending) >= self._IN_FLIGHT:
             self._pending.popleft().result()
         self._pending.append(
-            self._pool.submit(_write_day, tables, dest, self.row_group_rows, self.zstd_level)
+            self._pool.submit(_write_day, parts, dest, self.row_group_rows, self.zstd_level)
         )
         self.written.append((rel, day, rows))
 
@@ -403,13 +405,41 @@ def _int64_values(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
     return np.asarray(arr.view(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _write_day(tables: list[pa.Table], dest: Path, row_group_rows: int, zstd_level: int) -> None:
-    """Concatenate, sort by ts_start (stable; skipped when already sorted) and write."""
-    table = pa.concat_tables(tables)
-    us = _int64_values(table.column("ts_start"))
+def _write_day(
+    parts: list[tuple[pa.Table, I64 | None]], dest: Path, row_group_rows: int, zstd_level: int
+) -> None:
+    """Gather one day's rows in ts_start order (stable) with one take, and write them."""
+    write_flow_table(gather_sorted(parts), dest, row_group_rows, zstd_level)
+
+
+def gather_sorted(parts: list[tuple[pa.Table, I64 | None]]) -> pa.Table:
+    """The picked rows of ``parts`` (``None``: all rows), sorted by ts_start (stable).
+
+    The batches are concatenated without copying; the only copy is one gather, skipped
+    when the rows are already every row in order. A column null in every batch is made
+    anew rather than gathered (readers leave many optional columns empty).
+    """
+    tables, picks, offset = [], [], 0
+    for table, picked in parts:
+        tables.append(table)
+        if picked is None:
+            picks.append(np.arange(offset, offset + table.num_rows, dtype=np.int64))
+        else:
+            picks.append(picked + offset)
+        offset += table.num_rows
+    whole = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    index = np.concatenate(picks) if len(picks) > 1 else picks[0]
+    us = _int64_values(whole.column("ts_start"))[index]
     if len(us) > 1 and not (us[1:] >= us[:-1]).all():
-        table = table.take(pa.array(np.argsort(us, kind="stable")))
-    write_flow_table(table, dest, row_group_rows, zstd_level)
+        index = index[np.argsort(us, kind="stable")]
+    if len(index) == whole.num_rows and (index == np.arange(len(index))).all():
+        return whole
+    at = pa.array(index)
+    columns = [
+        pa.nulls(len(index), col.type) if col.null_count == len(col) else col.take(at)
+        for col in whole.columns
+    ]
+    return pa.Table.from_arrays(columns, schema=whole.schema)
 
 
 def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_level: int) -> None:
