@@ -213,6 +213,27 @@ FLOW_SCHEMA = pa.schema(
     metadata={METADATA_KEY: str(SCHEMA_VERSION).encode()},
 )
 
+#: String columns with few distinct values per file (enrichment labels, provenance).
+#: They travel from the enricher to the store, and sit in the store files, as Arrow
+#: dictionaries: rows carry int32 codes, each distinct string is stored once, and the
+#: Parquet writer takes the codes as they are instead of hashing every string again.
+#: Their logical type is still ``string``: :func:`read_store_file` and every query see
+#: strings.
+DICTIONARY_COLUMNS = (
+    "source_format", "source_id", "src_country", "dst_country", "src_as_org", "dst_as_org",
+    "service", "category", "evidence", "coin", "intel",
+)  # fmt: skip
+DICTIONARY_TYPE = pa.dictionary(pa.int32(), pa.string())
+
+#: FLOW_SCHEMA as rows are written (see DICTIONARY_COLUMNS).
+STORE_SCHEMA = pa.schema(
+    [
+        pa.field(f.name, DICTIONARY_TYPE if f.name in DICTIONARY_COLUMNS else f.type, f.nullable)
+        for f in FIELDS
+    ],
+    metadata=FLOW_SCHEMA.metadata,
+)
+
 
 def conform(
     table: pa.Table | pa.RecordBatch,

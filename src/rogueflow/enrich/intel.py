@@ -85,7 +85,7 @@ _TODO = -2  # a snapshot value not converted yet (see Enricher._values)
 
 
 class _Strings:
-    """Interns strings to int32 codes; columns come out as Arrow dictionary casts.
+    """Interns strings to int32 codes; columns come out as Arrow dictionaries.
 
     Every per-row string in enrichment has few distinct values (countries, services,
     rules), so rows carry codes and strings are built once per distinct value.
@@ -114,10 +114,19 @@ class _Strings:
         return self._values
 
     def column(self, codes: npt.NDArray[np.int32]) -> pa.Array:
+        """A dictionary column (-1: null) holding only the strings these rows use.
+
+        The interner keeps every string of the run (evidence texts included); a batch
+        uses a few of them, and the store writes each file's dictionary once per column.
+        """
         if self._array is None:
             self._array = pa.array(self._values, pa.string())
-        indices = pa.array(codes, pa.int32(), mask=codes < 0)
-        return pa.DictionaryArray.from_arrays(indices, self._array).cast(pa.string())
+        valid = codes >= 0
+        used = np.flatnonzero(np.bincount(codes[valid], minlength=len(self._values)))
+        remap = np.zeros(len(self._values), dtype=np.int32)
+        remap[used] = np.arange(len(used), dtype=np.int32)
+        indices = pa.array(remap[np.where(valid, codes, 0)], pa.int32(), mask=~valid)
+        return pa.DictionaryArray.from_arrays(indices, self._array.take(pa.array(used)))
 
 
 class _Addrs:
@@ -306,7 +315,12 @@ class Enricher:
         texts = [
             ";".join(i for i in ids if int(m) >> bit_of[i] & 1) or None for m in masks.tolist()
         ]
-        cols["intel"] = pa.array(texts, pa.string()).take(pa.array(inverse.reshape(-1)))
+        inverse = inverse.reshape(-1).astype(np.int32)
+        empty = np.array([t is None for t in texts])[inverse]
+        cols["intel"] = pa.DictionaryArray.from_arrays(
+            pa.array(inverse, pa.int32(), mask=empty),
+            pa.array([t or "" for t in texts], pa.string()),
+        )
         for name, col in cols.items():
             idx = table.schema.get_field_index(name)
             table = table.set_column(idx, name, col) if idx >= 0 else table.append_column(name, col)
@@ -441,9 +455,11 @@ class Enricher:
         # only the services this batch uses: the interned strings also hold every evidence text
         values = self.strings.values()
         used = np.unique(label.service[label.service >= 0])
-        svc_coin = np.full(len(values) + 1, None, dtype=object)
-        svc_coin[used] = [self._single_coin.get(values[c]) for c in used.tolist()]
-        coin = pa.array(svc_coin[label.service], pa.string())
+        # service code -> coin code (-1: none), and index -1 (no service) -> none
+        svc_coin = np.full(len(values) + 1, -1, dtype=np.int32)
+        coins = [self._single_coin.get(values[c]) for c in used.tolist()]
+        svc_coin[used] = self.strings.codes(coins)[:-1]
+        coin = self.strings.column(svc_coin[label.service])
         mining = label.category == self.strings.code("crypto.mining")
         named = mining & (label.confidence >= CONFIDENCE["domain-suffix"])
         name = pc.coalesce(table.column("server_name"), table.column("dns_query"))
@@ -451,7 +467,10 @@ class Enricher:
         out: dict[str, pa.Array] = {}
         for column, derived in (("coin", coin), ("pool", pool)):
             have = table.column(column) if column in table.column_names else None
-            out[column] = derived if have is None else pc.coalesce(have, derived)
+            if have is None or have.null_count == n:
+                out[column] = derived
+            else:
+                out[column] = pc.coalesce(have.cast(pa.string()), derived.cast(pa.string()))
         return out
 
     def _keep_detected(self, table: pa.Table, label: _Label) -> None:
