@@ -311,11 +311,13 @@ class Enricher:
         cols["evidence"] = strings.column(label.evidence)
         cols.update(self._coin_and_pool(table, label))
         ids = sorted(bit_of, key=bit_of.__getitem__)
-        masks, inverse = np.unique(used_bits, return_inverse=True)
+        # few distinct bit sets per batch: hashed by Arrow (np.unique would sort them all)
+        enc = pc.dictionary_encode(pa.array(used_bits, pa.uint64()))
+        masks = enc.dictionary.to_numpy()
         texts = [
             ";".join(i for i in ids if int(m) >> bit_of[i] & 1) or None for m in masks.tolist()
         ]
-        inverse = inverse.reshape(-1).astype(np.int32)
+        inverse = enc.indices.to_numpy().astype(np.int32, copy=False)
         empty = np.array([t is None for t in texts])[inverse]
         cols["intel"] = pa.DictionaryArray.from_arrays(
             pa.array(inverse, pa.int32(), mask=empty),
