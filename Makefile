@@ -43,6 +43,7 @@ bench: install system-deps
 	$(PY) benchmarks/lookups.py
 	$(PY) benchmarks/bgp.py
 	$(PY) benchmarks/collect.py
+	$(PY) benchmarks/scale.py
 
 docs: install
 	$(VENV)/bin/rogueflow schema --markdown > docs/schema.md

@@ -137,8 +137,8 @@ def _pool(rng: np.random.Generator) -> tuple[npt.NDArray[np.uint8], int]:
     return pool, n_v4
 
 
-def generate(n: int, seed: int = 1) -> Flows:
-    """n flows, deterministic for a seed."""
+def generate(n: int, seed: int = 1, *, watched_share: float = WATCHED_SHARE) -> Flows:
+    """n flows, deterministic for a seed; ``watched_share`` of them touch WATCHED."""
     rng = np.random.default_rng(seed)
     pool, n_v4 = _pool(rng)
     n_plain_v4 = n_v4 - 1024
@@ -182,7 +182,7 @@ def generate(n: int, seed: int = 1) -> Flows:
     v6 = rng.random(n) < V6_SHARE
     client[v6] = n_v4 + _zipf_ranks(rng, V6_POOL, int(v6.sum()))
     server[v6] = n_v4 + _zipf_ranks(rng, V6_POOL, int(v6.sum()))
-    watched = ~v6 & (rng.random(n) < WATCHED_SHARE)
+    watched = ~v6 & (rng.random(n) < watched_share)
     inside = n_plain_v4 + _zipf_ranks(rng, 1024, int(watched.sum()))
     as_client = rng.random(int(watched.sum())) < 0.8
     wi = np.flatnonzero(watched)

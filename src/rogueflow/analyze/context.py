@@ -52,7 +52,13 @@ import pyarrow as pa
 
 from rogueflow import territory as terr
 from rogueflow.analyze.engine import Engine, open_engine
-from rogueflow.enrich.territory import local_time_sql, side_sql
+from rogueflow.enrich.territory import (
+    SIDE_IN,
+    SIDE_INTERNAL,
+    SIDE_OUT,
+    local_time_sql,
+    member_sql,
+)
 from rogueflow.errors import ConfigError, RogueflowError
 from rogueflow.territory import Territory
 from rogueflow.workspace import Workspace
@@ -228,13 +234,14 @@ class Scope:
         """
         # read from the store, not the materialised scope: the ids are long strings that
         # would otherwise take more memory than every measured column together
-        window, side = _scope_filter(self.territory, self.start, self.end)
+        window, s_in, d_in = _scope_filter(self.territory, self.start, self.end)
         rows = self.rows(
             "reference data used",
             f"""
             SELECT f.intel, count(*) AS flows, min(CAST(f.ts_start AS DATE)) AS first_day,
                    max(CAST(f.ts_start AS DATE)) AS last_day
-            FROM flows f WHERE {window} AND ({side}) IS NOT NULL AND f.intel IS NOT NULL
+            FROM flows_stored f
+            WHERE {window} AND ({s_in} OR {d_in}) AND f.intel IS NOT NULL
             GROUP BY f.intel
             """,
         )
@@ -340,32 +347,39 @@ def _dedent(sql: str) -> str:
 BASE = "_scope_base"
 
 
-def _scope_filter(t: Territory, start: date, end: date) -> tuple[str, str]:
-    """The window condition and the side expression over the store's ``flows f``."""
+def _scope_filter(t: Territory, start: date, end: date) -> tuple[str, str, str]:
+    """The window condition and whether the source and the destination are inside the
+    territory, over the stored flows ``f`` (``flows_stored``: without the derived
+    columns of ``flows``, which the scope never reads)."""
     window = f"f.ts_start >= {_ts(start)} AND f.ts_start < {_ts(end + timedelta(days=1))}"
-    return window, side_sql(t, "f.src_addr", "f.dst_addr", "f.ts_start")
+    return (
+        window,
+        member_sql(t, "f.src_addr", "f.ts_start"),
+        member_sql(t, "f.dst_addr", "f.ts_start"),
+    )
 
 
 def base_sql(t: Territory, start: date, end: date) -> str:
     """The flows in scope: inside the UTC days ``start``..``end`` with at least one end in
     the territory, with their side (materialised once as ``_scope_base``: the one scan
     of the store; the window, its first and last flow are then read from it)."""
-    window, side = _scope_filter(t, start, end)
+    window, s_in, d_in = _scope_filter(t, start, end)
     # the sides are resolved here, once: the table holds the inside and outside end and
-    # the outside end's enrichment only, not both ends' (memory: strings dominate it)
+    # the outside end's enrichment only, not both ends' (memory: strings dominate it).
+    # Membership is computed once per end as a boolean (si, di) and every swap reads it.
     return f"""
-    SELECT s.ts_utc, s.ts_end, s.side,
-           CASE WHEN s.side = 'in' THEN s.dst_addr ELSE s.src_addr END AS internal_addr,
-           CASE WHEN s.side = 'in' THEN s.src_addr ELSE s.dst_addr END AS remote_addr,
-           CASE WHEN s.side = 'in' THEN s.dst_port ELSE s.src_port END AS internal_port,
-           CASE WHEN s.side = 'in' THEN s.src_port ELSE s.dst_port END AS remote_port,
+    SELECT s.ts_utc, s.ts_end,
+           CASE WHEN s.si AND s.di THEN '{SIDE_INTERNAL}' WHEN s.si THEN '{SIDE_OUT}'
+                ELSE '{SIDE_IN}' END AS side,
+           CASE WHEN s.si THEN s.src_addr ELSE s.dst_addr END AS internal_addr,
+           CASE WHEN s.si THEN s.dst_addr ELSE s.src_addr END AS remote_addr,
+           CASE WHEN s.si THEN s.src_port ELSE s.dst_port END AS internal_port,
+           CASE WHEN s.si THEN s.dst_port ELSE s.src_port END AS remote_port,
            s.proto, s.tcp_flags, s.packets, s.bytes, s.rev_packets, s.rev_bytes,
            s.sampling_rate, s.exporter, s.source_id, s.app_label, s.server_name, s.dns_query,
-           CASE WHEN s.side = 'in' THEN s.src_country ELSE s.dst_country END
-               AS remote_country,
-           CAST(CASE WHEN s.side = 'in' THEN s.src_asn ELSE s.dst_asn END AS BIGINT)
-               AS remote_asn,
-           CASE WHEN s.side = 'in' THEN s.src_as_org ELSE s.dst_as_org END AS remote_as_org,
+           CASE WHEN s.si THEN s.dst_country ELSE s.src_country END AS remote_country,
+           CAST(CASE WHEN s.si THEN s.dst_asn ELSE s.src_asn END AS BIGINT) AS remote_asn,
+           CASE WHEN s.si THEN s.dst_as_org ELSE s.src_as_org END AS remote_as_org,
            s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet
     FROM (
       SELECT CAST(f.ts_start AS TIMESTAMP) AS ts_utc, CAST(f.ts_end AS TIMESTAMP) AS ts_end,
@@ -374,10 +388,10 @@ def base_sql(t: Territory, start: date, end: date) -> str:
              f.app_label, f.server_name, f.dns_query,
              f.src_country, f.dst_country, f.src_asn, f.dst_asn, f.src_as_org, f.dst_as_org,
              f.service, f.category, f.confidence, f.evidence, f.coin, f.pool, f.wallet,
-             {side} AS side
-      FROM flows f WHERE {window}
+             {s_in} AS si, {d_in} AS di
+      FROM flows_stored f WHERE {window}
     ) s
-    WHERE s.side IS NOT NULL
+    WHERE s.si OR s.di
     """
 
 
