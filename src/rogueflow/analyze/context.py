@@ -240,7 +240,7 @@ class Scope:
             f"""
             SELECT f.intel, count(*) AS flows, min(CAST(f.ts_start AS DATE)) AS first_day,
                    max(CAST(f.ts_start AS DATE)) AS last_day
-            FROM flows_stored f
+            FROM flows f
             WHERE {window} AND ({s_in} OR {d_in}) AND f.intel IS NOT NULL
             GROUP BY f.intel
             """,
