@@ -9,6 +9,7 @@ is copied once between reader and Parquet encoder instead of three times.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ class Selection:
         return self.table.take(pa.array(self.indices))
 
 
-Rows = pa.Table | Selection
+Rows: TypeAlias = "pa.Table | Selection"
 
 
 def unpack(rows: Rows) -> tuple[pa.Table, I64 | None]:
