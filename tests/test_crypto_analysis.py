@@ -284,3 +284,26 @@ def test_windows_around_a_gradual_rise() -> None:
     b, a = cs.user_windows(days, y, on, (days[200], days[409]))
     assert b is not None and a is not None and (b.lo, b.hi) == (200, 410)
     assert 15 <= a.mean(y) / b.mean(y) <= 26
+
+
+def test_unidentified_coin_names_the_coins_its_hosts_also_mine() -> None:
+    from rogueflow.analyze.crypto import _same_hosts
+    from rogueflow.analyze.cryptoevidence import Coin, CryptoData
+
+    a, b, c = (bytes([0] * 10 + [255, 255, 175, 45, 178, k]) for k in (1, 2, 3))
+    data = CryptoData(coins=["BTC", "XMR", "UNKNOWN"])
+    data.host_days["XMR"][a][DAY0] = 5
+    data.host_days["BTC"][c][DAY0] = 2
+    data.host_days["UNKNOWN"][a][DAY0] = 3
+    data.host_days["UNKNOWN"][b][DAY0] = 1
+    unknown = Coin("UNKNOWN", [DAY0], np.array([4.0]), {})
+    unknown.hosts_after = data.hosts("UNKNOWN")
+    text = _same_hosts(data, unknown)
+    assert "addresses also mine XMR (crypto.mining.XMR; 1 of the 2 addresses)" in text
+    assert "BTC" not in text  # host c mines BTC but none of the unidentified sessions
+    unknown.hosts_after = {a: 3}
+    assert "The same inside address also mines XMR (crypto.mining.XMR):" in _same_hosts(
+        data, unknown
+    )
+    data.host_days["XMR"].clear()
+    assert _same_hosts(data, unknown) == ""

@@ -198,6 +198,36 @@ def _collect(scope: Scope) -> CryptoData:
 # --- one coin --------------------------------------------------------------------------
 
 
+def _same_hosts(data: CryptoData, c: Coin) -> str:
+    """For the unidentified coin: which identified coins the same inside addresses mine.
+
+    Plain Stratum to a pool's address names no coin; when the hosts behind it also mine
+    a named coin, the reader should see both findings as possibly one activity.
+    """
+    hosts = set(c.hosts_after or c.hosts)
+    shared = []
+    for other in data.coins:
+        if other == "UNKNOWN":
+            continue
+        common = hosts & set(data.hosts(other))
+        if common:
+            shared.append((other, len(common)))
+    if not shared:
+        return ""
+    if len(hosts) == 1:
+        coins = " and ".join(f"{coin} (crypto.mining.{coin})" for coin, _ in shared)
+        subject = "The same inside address also mines"
+    else:
+        coins = " and ".join(
+            f"{coin} (crypto.mining.{coin}; {k} of the {len(hosts)} addresses)"
+            for coin, k in shared
+        )
+        subject = "The same inside addresses also mine"
+    return (
+        f" {subject} {coins}: these sessions may be the same miners on pools the flows do not name."
+    )
+
+
 def _measure(scope: Scope, data: CryptoData, coin: str) -> tuple[Coin, dict[str, Metric]]:
     """Onset, windows, multiplier and hosts of one coin, as metrics."""
     days, y = data.days, data.series(coin, "sessions")
@@ -316,10 +346,13 @@ def _coin_finding(
         if coin != "UNKNOWN"
         else "Mining and blockchain P2P of an unidentified coin"
     )
+    text = f"{assess(confidence.level)} {statement(scope, c, m)}"
+    if coin == "UNKNOWN":
+        text += _same_hosts(data, c)
     return Finding(
         id=f"crypto.mining.{coin}",
         title=title,
-        statement=f"{assess(confidence.level)} {statement(scope, c, m)}",
+        statement=text,
         period=period,
         metrics=m,
         confidence=confidence,
