@@ -58,17 +58,34 @@ def _lo_hi(cidr: str) -> tuple[str, str]:
     return lo.hex(), hi.hex()
 
 
-def _watched_sql() -> str:
+def _between() -> str:
     lo, hi = _lo_hi(datagen.WATCHED)
-    between = f"BETWEEN unhex('{lo}') AND unhex('{hi}')"
+    return f"BETWEEN unhex('{lo}') AND unhex('{hi}')"
+
+
+def _watched_sql() -> str:
+    between = _between()
     return (
         "SELECT count(*) AS flows, sum(bytes) AS bytes FROM flows "
         f"WHERE src_addr {between} OR dst_addr {between}"
     )
 
 
+def _counterparts_sql() -> str:
+    # ties broken by address, as nfdump's order among equal byte counts is its own
+    return (
+        "SELECT ip_text(dst_addr) AS counterpart, count(*) AS flows, sum(bytes) AS bytes "
+        f"FROM flows WHERE src_addr {_between()} GROUP BY dst_addr "
+        "ORDER BY bytes DESC, dst_addr LIMIT 10"
+    )
+
+
 QUERIES: dict[str, str] = {
     "watched /22 count+bytes": _watched_sql(),
+    "top-10 counterparts of the /22 by bytes": _counterparts_sql(),
+    "full scan: flows, packets, bytes": (
+        "SELECT count(*) AS flows, sum(packets) AS packets, sum(bytes) AS bytes FROM flows"
+    ),
     "top-10 dst ports by bytes": (
         "SELECT dst_port, count(*) AS flows, sum(bytes) AS bytes FROM flows "
         "GROUP BY dst_port ORDER BY bytes DESC LIMIT 10"
@@ -81,6 +98,10 @@ QUERIES: dict[str, str] = {
 # what nfdump runs for each (the hourly one has no nfdump aggregation: see _nfdump_hourly)
 NFDUMP_EQUIV = {
     "watched /22 count+bytes": f"nfdump -R DIR -N -o null 'net {datagen.WATCHED}' (summary line)",
+    "top-10 counterparts of the /22 by bytes": (
+        f"nfdump -R DIR -q -N -s dstip/bytes -n 10 'src net {datagen.WATCHED}'"
+    ),
+    "full scan: flows, packets, bytes": "nfdump -R DIR -N -o null (summary line)",
     "top-10 dst ports by bytes": "nfdump -R DIR -q -N -s dstport/bytes -n 10",
     "hourly flow counts": "nfdump -R DIR -q -o 'fmt:%ts' | count per hour (numpy)",
 }
@@ -143,8 +164,28 @@ def _nfdump_hourly(d: Path) -> list[list[Any]]:
     return [[h.decode(), int(c)] for h, c in zip(hours, counts, strict=True)]
 
 
+def _nfdump_counterparts(d: Path) -> list[list[Any]]:
+    out = nfdump_ref.nfdump(
+        "-R", str(d), "-q", "-N", "-s", "dstip/bytes", "-n", "10", f"src net {datagen.WATCHED}"
+    )
+    rows = []
+    for line in out.splitlines():
+        # date time duration proto dst-ip flows(%) packets(%) bytes(%) pps bps bpp
+        parts = re.sub(r"\([^)]*\)", " ", line).split()
+        if len(parts) >= 8 and parts[3] == "any":
+            rows.append([parts[4], int(parts[5]), int(parts[7])])
+    return rows
+
+
+def _nfdump_full(d: Path) -> list[list[Any]]:
+    flows, bytes_, packets = nfdump_ref.summary(d)
+    return [[flows, packets, bytes_]]
+
+
 NFDUMP_RUN: dict[str, Callable[[Path], list[list[Any]]]] = {
     "watched /22 count+bytes": _nfdump_watched,
+    "top-10 counterparts of the /22 by bytes": _nfdump_counterparts,
+    "full scan: flows, packets, bytes": _nfdump_full,
     "top-10 dst ports by bytes": _nfdump_ports,
     "hourly flow counts": _nfdump_hourly,
 }
