@@ -63,10 +63,14 @@ def test_queries_agree_with_nfdump_and_the_generator(result: tuple[dict, Path]) 
     for q in res["queries"]:
         assert q["agree"], q
         assert q["rows"] > 0
-    watched = res["queries"][0]["rogueflow_answer"][0]
+    by_name = {q["query"]: q for q in res["queries"]}
+    watched = by_name["watched /22 count+bytes"]["rogueflow_answer"][0]
     assert watched == [res["truth"]["watched_flows"], res["truth"]["watched_bytes"]]
     assert res["truth"]["watched_flows"] > 0
-    hourly = res["queries"][2]
+    assert by_name["full scan: flows, packets, bytes"]["rogueflow_answer"][0][0] == N
+    top = by_name["top-10 counterparts of the /22 by bytes"]["rogueflow_answer"]
+    assert [r[2] for r in top] == sorted((r[2] for r in top), reverse=True)
+    hourly = by_name["hourly flow counts"]
     assert sum(c for _, c in hourly["rogueflow_answer"]) <= N  # only the first 12 kept
 
 
