@@ -90,9 +90,10 @@ QUERIES: dict[str, str] = {
         "SELECT dst_port, count(*) AS flows, sum(bytes) AS bytes FROM flows "
         "GROUP BY dst_port ORDER BY bytes DESC LIMIT 10"
     ),
+    # the flows view's `hour` column (UTC hour of ts_start, computed from the epoch)
     "hourly flow counts": (
-        "SELECT strftime(h, '%Y-%m-%d %H') AS hour, flows FROM (SELECT date_trunc('hour', "
-        "ts_start) AS h, count(*) AS flows FROM flows GROUP BY 1) ORDER BY 1"
+        "SELECT strftime(h, '%Y-%m-%d %H') AS hour, flows FROM (SELECT hour AS h, "
+        "count(*) AS flows FROM flows GROUP BY 1) ORDER BY 1"
     ),
 }
 # what nfdump runs for each (the hourly one has no nfdump aggregation: see _nfdump_hourly)

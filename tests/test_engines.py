@@ -217,7 +217,7 @@ def test_query_command_on_spark(demo_reference: DemoRun, spark: Any, tmp_path: P
     from rogueflow.cli.main import cli
 
     sql = (
-        "SELECT ip_text(src_addr) AS src, src_ip, community_id, source_file, day "
+        "SELECT ip_text(src_addr) AS src, src_ip, community_id, source_file, day, hour "
         "FROM flows WHERE in_prefix(src_addr, '175.45.176.0/22') "
         # one week: Parquet statistics skip the other days' row groups on both engines
         "AND ts_start >= TIMESTAMP '2019-06-03 00:00:00' "

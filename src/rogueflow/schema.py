@@ -331,7 +331,8 @@ def markdown() -> str:
         )
     lines += [
         "",
-        "Columns computed in the `flows` view (not stored): `day`, `src_ip`, `dst_ip` (text), "
+        "Columns computed in the `flows` view (not stored): `day` (UTC date of ts_start), "
+        "`hour` (the UTC hour ts_start falls in), `src_ip`, `dst_ip` (text), "
         "`community_id` (Community ID v1, seed 0), `source_file`.",
         "",
     ]

@@ -244,6 +244,7 @@ class SparkEngine:
             CREATE OR REPLACE TEMPORARY VIEW flows AS
             SELECT f.*,
                    CAST(f.ts_start AS DATE) AS day,
+                   timestamp_seconds(div(unix_seconds(f.ts_start), 3600) * 3600) AS hour,
                    ip_text(f.src_addr) AS src_ip,
                    ip_text(f.dst_addr) AS dst_ip,
                    _community_id(f.src_addr, f.dst_addr, f.proto, f.src_port, f.dst_port)
