@@ -52,13 +52,7 @@ import pyarrow as pa
 
 from rogueflow import territory as terr
 from rogueflow.analyze.engine import Engine, open_engine
-from rogueflow.enrich.territory import (
-    SIDE_IN,
-    SIDE_INTERNAL,
-    SIDE_OUT,
-    local_time_sql,
-    member_sql,
-)
+from rogueflow.enrich.territory import local_time_sql, member_sql, side_case
 from rogueflow.errors import ConfigError, RogueflowError
 from rogueflow.territory import Territory
 from rogueflow.workspace import Workspace
@@ -369,8 +363,7 @@ def base_sql(t: Territory, start: date, end: date) -> str:
     # Membership is computed once per end as a boolean (si, di) and every swap reads it.
     return f"""
     SELECT s.ts_utc, s.ts_end,
-           CASE WHEN s.si AND s.di THEN '{SIDE_INTERNAL}' WHEN s.si THEN '{SIDE_OUT}'
-                ELSE '{SIDE_IN}' END AS side,
+           {side_case("s.si", "s.di")} AS side,
            CASE WHEN s.si THEN s.src_addr ELSE s.dst_addr END AS internal_addr,
            CASE WHEN s.si THEN s.dst_addr ELSE s.src_addr END AS remote_addr,
            CASE WHEN s.si THEN s.src_port ELSE s.dst_port END AS internal_port,

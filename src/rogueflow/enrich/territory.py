@@ -54,7 +54,11 @@ def member_sql(t: Territory, addr_col: str, ts_col: str = "ts_start") -> str:
 def side_sql(
     t: Territory, src: str = "src_addr", dst: str = "dst_addr", ts: str = "ts_start"
 ) -> str:
-    s_in, d_in = member_sql(t, src, ts), member_sql(t, dst, ts)
+    return side_case(member_sql(t, src, ts), member_sql(t, dst, ts))
+
+
+def side_case(s_in: str, d_in: str) -> str:
+    """The side from two boolean SQL expressions: is the source / destination inside."""
     return (
         f"CASE WHEN {s_in} AND {d_in} THEN '{SIDE_INTERNAL}' "
         f"WHEN {s_in} THEN '{SIDE_OUT}' WHEN {d_in} THEN '{SIDE_IN}' END"

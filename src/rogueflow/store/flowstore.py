@@ -498,11 +498,7 @@ def read_store_file(path: Path) -> pa.Table:
     table = pq.read_table(path)
     meta = table.schema.metadata or {}
     version = int(meta.get(METADATA_KEY, b"1"))
-    plain = [
-        f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
-        for f in table.schema
-    ]
-    table = table.cast(pa.schema(plain, metadata=table.schema.metadata))
+    # only current-version files hold dictionaries; the migrations never see one
     return upgrade(table, version).cast(FLOW_SCHEMA)
 
 
