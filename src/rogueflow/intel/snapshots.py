@@ -34,6 +34,7 @@ from typing import Any
 
 from rogueflow.errors import ConfigError, InputError, StoreError
 from rogueflow.intel.kinds import kind as get_kind
+from rogueflow.store.catalog import open_sqlite
 from rogueflow.workspace import Workspace
 
 MANIFEST_VERSION = 1
@@ -515,22 +516,7 @@ class IntelStore:
 def open_manifest(path: Path, ddl: str, version: int) -> sqlite3.Connection:
     """A snapshot store's SQLite manifest: WAL, full sync, schema applied, and refused
     when written by a newer rogueflow or unreadable (both naming the file)."""
-    try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=60)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(ddl)
-        row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-        if row is None:
-            db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(version),))
-        elif int(row[0]) > version:
-            db.close()
-            raise StoreError(
-                f"{path}: manifest version {row[0]} is newer than this rogueflow; upgrade rogueflow"
-            )
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path}: the manifest is unreadable ({exc})") from None
-    return db
+    return open_sqlite(path, ddl, version, "manifest")
 
 
 def _renamed(exc: InputError, staged: Path, src: Path) -> InputError:

@@ -10,6 +10,7 @@ of it visible.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,6 +60,52 @@ class Source:
     schema_version: int
 
 
+#: how long opening a SQLite file of the workspace retries while another process holds it
+OPEN_RETRY_SECONDS = 60.0
+
+
+def open_sqlite(path: Path, ddl: str, version: int, what: str) -> sqlite3.Connection:
+    """A workspace SQLite file (the catalog, a snapshot manifest): WAL, full sync,
+    schema applied, version recorded; refused when written by a newer rogueflow or
+    unreadable, naming the file and ``what`` it is.
+
+    Two processes opening a new workspace at once can meet a lock that SQLite's busy
+    timeout does not wait for (switching the journal to WAL); the whole opening, which
+    is idempotent, is then retried with backoff for up to OPEN_RETRY_SECONDS.
+    """
+    deadline = time.monotonic() + OPEN_RETRY_SECONDS
+    pause = 0.02
+    while True:
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(path, isolation_level=None, timeout=OPEN_RETRY_SECONDS)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(ddl)
+            row = db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
+            if row is None:
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (str(version),))
+            elif int(row[0]) > version:
+                db.close()
+                raise StoreError(
+                    f"{path}: {what} version {row[0]} is newer than this rogueflow; "
+                    "upgrade rogueflow"
+                )
+            return db
+        except sqlite3.OperationalError as exc:
+            if db is not None:
+                db.close()
+            locked = "locked" in str(exc) or "busy" in str(exc)
+            if not locked or time.monotonic() + pause > deadline:
+                raise StoreError(f"{path}: the {what} is unreadable ({exc})") from None
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+        except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
+            raise StoreError(f"{path}: the {what} is unreadable ({exc})") from None
+
+
 @dataclass(frozen=True)
 class StoredFile:
     path: str
@@ -71,21 +118,7 @@ class StoredFile:
 class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_DDL)
-            row = self._db.execute("SELECT value FROM meta WHERE key='version'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('version', ?)", (str(CATALOG_VERSION),))
-            elif int(row[0]) > CATALOG_VERSION:
-                raise StoreError(
-                    f"{path}: catalog version {row[0]} is newer than this rogueflow; "
-                    "upgrade rogueflow"
-                )
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path}: the catalog is unreadable ({exc})") from None
+        self._db = open_sqlite(path, _DDL, CATALOG_VERSION, "catalog")
 
     def close(self) -> None:
         self._db.close()
