@@ -103,6 +103,7 @@ class Tee:
         self.port = int(self.sock.getsockname()[1])
         self.targets = targets
         self.count = 0
+        self.last = 0.0  # time.monotonic() of the latest datagram
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -114,9 +115,22 @@ class Tee:
             except TimeoutError:
                 continue
             self.count += 1
+            self.last = time.monotonic()
             for port in self.targets:
                 out.sendto(data, (LOOPBACK, port))
         out.close()
+
+    def settle(self, *, first: float, quiet: float) -> None:
+        """Wait up to ``first`` s for a datagram, then until ``quiet`` s pass without one.
+
+        For exporters that send on their own timers (fprobe expires idle flows on a
+        scan, then queues them for an emitter that wakes every few seconds).
+        """
+        deadline = time.monotonic() + first
+        while self.count == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        while self.count and time.monotonic() - self.last < quiet:
+            time.sleep(0.1)
 
     def __enter__(self) -> Tee:
         self._thread.start()

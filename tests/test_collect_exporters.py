@@ -9,9 +9,11 @@ equal what nfcapd stored (5-tuple, times, packets, bytes), flow for flow.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,12 +22,20 @@ from tests import collectlab as lab
 from tests.conftest import require_tool
 
 
-def _compare(tmp_path: Path, send: object, *, ipfix: bool = False) -> tuple[int, str]:
+def _compare(
+    tmp_path: Path,
+    send: object,
+    *,
+    ipfix: bool = False,
+    drain: Callable[[lab.Tee], None] | None = None,
+) -> tuple[int, str]:
     ws = tmp_path / "ws"
     rf_port, nf_port = lab.free_udp_port(), lab.free_udp_port()
     with lab.collector(ws, [rf_port]) as proc, lab.nfcapd(tmp_path / "nfcapd", nf_port):
         with lab.Tee([rf_port, nf_port]) as tee:
             send(tee.port)  # type: ignore[operator]
+            if drain is not None:
+                drain(tee)
             time.sleep(0.5)
         assert tee.count > 0, "the exporter sent nothing"
     mine = lab.stored(ws)
@@ -117,40 +127,76 @@ def test_fprobe_equals_nfcapd(tmp_path: Path, shared: Path) -> None:
         ):
             assert lab.run(cmd).returncode == 0
 
-        def send(port: int) -> None:
-            probe = subprocess.Popen(
-                [
-                    fprobe,
-                    "-i",
-                    here,
-                    "-p",
-                    "-s",
-                    "1",
-                    "-d",
-                    "1",
-                    "-e",
-                    "2",
-                    "-l",
-                    "0",
-                    f"127.0.0.1:{port}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            try:
-                time.sleep(1.0)
-                r = lab.run(
-                    ["ip", "netns", "exec", ns, sys.executable, str(script), there, str(pcap)]
-                )
-                assert r.returncode == 0, r.stderr
-                time.sleep(6.0)  # idle 1 s, scanned every second: every flow is exported
-            finally:
-                lab.stop(probe, timeout=10)
+        log = tmp_path / "fprobe.log"
+        probes: list[subprocess.Popen[bytes]] = []
 
-        flows, _ = _compare(tmp_path, send)
+        def send(port: int) -> None:
+            probes.append(_start_fprobe(fprobe, here, port, log))
+            r = lab.run(["ip", "netns", "exec", ns, sys.executable, str(script), there, str(pcap)])
+            assert r.returncode == 0, r.stderr
+
+        def drain(tee: lab.Tee) -> None:
+            # fprobe expires idle flows on its 1 s scan and its emitter wakes every few
+            # seconds: wait for that export, then SIGTERM flushes anything left.
+            tee.settle(first=30, quiet=8)
+            _flush_fprobe(probes.pop(), log)
+            tee.settle(first=0, quiet=1)
+
+        try:
+            flows, _ = _compare(tmp_path, send, drain=drain)
+        finally:
+            for probe in probes:
+                lab.stop(probe, timeout=10)
         assert flows > 0
     finally:
         lab.run(["ip", "link", "del", here])
         if created:
             lab.run(["ip", "netns", "del", ns])
     assert shutil.which("ip")
+
+
+def _start_fprobe(fprobe: str, interface: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """Start fprobe in the foreground and return once its capture is open.
+
+    With ``-l 2`` fprobe logs to stdout and stays in the foreground (with any other
+    log destination it forks into the background, out of reach of a clean stop);
+    its ``interface:`` line comes after libpcap has opened the capture.
+    """
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                fprobe,
+                "-i",
+                interface,
+                "-p",
+                "-s",
+                "1",
+                "-d",
+                "1",
+                "-e",
+                "2",
+                "-l",
+                "2",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        if f"interface: {interface}".encode() in log.read_bytes():
+            return proc
+        time.sleep(0.1)
+    lab.stop(proc, timeout=10)
+    raise AssertionError(f"fprobe did not open {interface}: {log.read_text(errors='replace')}")
+
+
+def _flush_fprobe(proc: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM makes fprobe emit its whole flow cache before it exits."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert b"Emitting flows cache" in log.read_bytes(), log.read_text(errors="replace")
