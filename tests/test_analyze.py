@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -286,6 +287,24 @@ def test_window_and_baseline(three_years: Dataset) -> None:
     want = (sum(rest) / len(rest)) / (sum(base) / len(base))
     assert m["growth_ratio_baseline"].value == pytest.approx(want, rel=1e-12)
     assert "baseline window 2018-01-01 to 2018-06-30" in out.findings[0].statement
+
+
+def test_scope_rows_live_in_a_scratch_directory_until_close(three_years: Dataset) -> None:
+    tmp = three_years.ws.root / ".tmp"
+    stale = tmp / "scope-999999999-dead"  # a pid no process has: left by a killed report
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "x.parquet").write_bytes(b"")
+    before = set(tmp.glob(f"scope-{os.getpid()}-*"))  # other scopes open in this module
+    scope = open_scope(three_years.ws, load_profile("kp", None))
+    try:
+        mine = list(set(tmp.glob(f"scope-{os.getpid()}-*")) - before)
+        assert len(mine) == 1 and list(mine[0].rglob("*.parquet"))
+        assert not stale.exists()
+        n = scope.rows("n", "SELECT count(*) AS n FROM territory_flows")[0]["n"]
+        assert n == scope.flows == len(three_years.ts_us)
+    finally:
+        scope.close()
+    assert not mine[0].exists()
 
 
 def test_parse_baseline_errors() -> None:

@@ -67,12 +67,19 @@ class Dialect:
     name: str
     weekday: str  # 0 = Monday … 6 = Sunday
     seconds: str  # an interval of {x} seconds (an integer expression), to add to a timestamp
+    naive: str  # a stored timestamp (UTC, with time zone) as a timestamp without time zone
 
 
 DIALECTS = {
-    "duckdb": Dialect("duckdb", "(isodow({x}) - 1)", "INTERVAL ({x}) SECOND"),
+    # from the epoch: a cast of a timestamp with time zone goes through ICU's calendar
+    # per row (3.9 s against 1.1 s for two columns of 29.6M flows)
+    "duckdb": Dialect(
+        "duckdb", "(isodow({x}) - 1)", "INTERVAL ({x}) SECOND", "make_timestamp(epoch_us({x}))"
+    ),
     # Spark SQL parses INTERVAL only before a literal
-    "spark": Dialect("spark", "weekday({x})", "make_dt_interval(0, 0, 0, {x})"),
+    "spark": Dialect(
+        "spark", "weekday({x})", "make_dt_interval(0, 0, 0, {x})", "CAST({x} AS TIMESTAMP)"
+    ),
 }
 
 
@@ -232,8 +239,7 @@ class Scope:
         rows = self.rows(
             "reference data used",
             f"""
-            SELECT f.intel, count(*) AS flows, min(CAST(f.ts_start AS DATE)) AS first_day,
-                   max(CAST(f.ts_start AS DATE)) AS last_day
+            SELECT f.intel, count(*) AS flows, min(f.day) AS first_day, max(f.day) AS last_day
             FROM flows f
             WHERE {window} AND ({s_in} OR {d_in}) AND f.intel IS NOT NULL
             GROUP BY f.intel
@@ -353,7 +359,7 @@ def _scope_filter(t: Territory, start: date, end: date) -> tuple[str, str, str]:
     )
 
 
-def base_sql(t: Territory, start: date, end: date) -> str:
+def base_sql(t: Territory, start: date, end: date, dialect: Dialect = DIALECTS["duckdb"]) -> str:
     """The flows in scope: inside the UTC days ``start``..``end`` with at least one end in
     the territory, with their side (materialised once as ``_scope_base``: the one scan
     of the store; the window, its first and last flow are then read from it)."""
@@ -375,7 +381,8 @@ def base_sql(t: Territory, start: date, end: date) -> str:
            CASE WHEN s.si THEN s.dst_as_org ELSE s.src_as_org END AS remote_as_org,
            s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet
     FROM (
-      SELECT CAST(f.ts_start AS TIMESTAMP) AS ts_utc, CAST(f.ts_end AS TIMESTAMP) AS ts_end,
+      SELECT {dialect.naive.format(x="f.ts_start")} AS ts_utc,
+             {dialect.naive.format(x="f.ts_end")} AS ts_end,
              f.src_addr, f.dst_addr, f.proto, f.src_port, f.dst_port, f.tcp_flags, f.packets,
              f.bytes, f.rev_packets, f.rev_bytes, f.sampling_rate, f.exporter, f.source_id,
              f.app_label, f.server_name, f.dns_query,
@@ -436,7 +443,8 @@ def open_scope(
     t = profile.territory
     eng = open_engine(ws, engine, spark_master=spark_master)
     try:
-        base = base_sql(t, start or date(1970, 1, 1), end or date(2099, 12, 31))
+        dialect = DIALECTS[eng.name]
+        base = base_sql(t, start or date(1970, 1, 1), end or date(2099, 12, 31), dialect)
         probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
         try:
             # one scan of the store; every analysis then reads memory (both engines
@@ -455,7 +463,6 @@ def open_scope(
             )
         first = row["first_ts"].replace(tzinfo=UTC)
         last = row["last_ts"].replace(tzinfo=UTC)
-        dialect = DIALECTS[eng.name]
         scope = Scope(
             engine=eng,
             profile=profile,
