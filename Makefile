@@ -43,6 +43,7 @@ bench: install system-deps
 	$(PY) benchmarks/lookups.py
 	$(PY) benchmarks/bgp.py
 	$(PY) benchmarks/collect.py
+	$(PY) benchmarks/report.py
 	$(PY) benchmarks/scale.py
 
 docs: install

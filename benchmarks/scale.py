@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,29 +26,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datagen
+from measure import measured
 
 DEFAULT_FLOWS = 100_000_000
 CHUNK = 20_000_000
 WATCHED_SHARE = 0.25
 RSS_TARGET = 4 << 30
-
-
-def measured(cmd: list[str], log: Path) -> dict[str, Any]:
-    """Run ``cmd``; its wall time, CPU time and peak RSS (bytes), or raise on failure."""
-    t = time.perf_counter()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t
-    code = os.waitstatus_to_exitcode(status)
-    if code:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{' '.join(cmd[:3])} … exited {code}:\n{tail}")
-    return {
-        "seconds": wall,
-        "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss": usage.ru_maxrss * 1024,  # Linux reports KiB
-    }
 
 
 def generate(flows: int, chunk: int, share: float, where: Path, log: Any) -> int:
