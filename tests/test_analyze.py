@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -289,22 +288,73 @@ def test_window_and_baseline(three_years: Dataset) -> None:
     assert "baseline window 2018-01-01 to 2018-06-30" in out.findings[0].statement
 
 
-def test_scope_rows_live_in_a_scratch_directory_until_close(three_years: Dataset) -> None:
-    tmp = three_years.ws.root / ".tmp"
-    stale = tmp / "scope-999999999-dead"  # a pid no process has: left by a killed report
-    stale.mkdir(parents=True, exist_ok=True)
-    (stale / "x.parquet").write_bytes(b"")
-    before = set(tmp.glob(f"scope-{os.getpid()}-*"))  # other scopes open in this module
-    scope = open_scope(three_years.ws, load_profile("kp", None))
+def _scope_count(ws: Workspace) -> tuple[int, bool]:
+    scope = open_scope(ws, load_profile("kp", None))
     try:
-        mine = list(set(tmp.glob(f"scope-{os.getpid()}-*")) - before)
-        assert len(mine) == 1 and list(mine[0].rglob("*.parquet"))
-        assert not stale.exists()
         n = scope.rows("n", "SELECT count(*) AS n FROM territory_flows")[0]["n"]
-        assert n == scope.flows == len(three_years.ts_us)
+        assert n == scope.flows
+        return int(n), scope.engine.reused["_scope_base"]  # type: ignore[attr-defined]
     finally:
         scope.close()
-    assert not mine[0].exists()
+
+
+def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
+    data = build_three_years(tmp_path, days_per_year=40)
+    ws = data.ws
+    cache = ws.root / ".cache" / "rows"
+    n, reused = _scope_count(ws)
+    assert n == len(data.ts_us) and not reused
+    entries = [e for e in cache.iterdir() if not e.name.startswith(".")]
+    assert len(entries) == 1 and list(entries[0].rglob("*.parquet"))
+    assert _scope_count(ws) == (n, True)
+    # a new file in the store: a new key, the new flow counted
+    extra = write_flows(
+        tmp_path / "extra.parquet",
+        np.array([us(datetime(2019, 6, 1, 12, tzinfo=UTC))]),
+        ["175.45.176.9"],
+        ["8.8.8.8"],
+    )
+    ingest_paths(ws, [extra])
+    assert _scope_count(ws) == (n + 1, False)
+    # another window is another query: a third entry evicts the least recently used
+    scope = open_scope(ws, load_profile("kp", None), date(2019, 1, 1), date(2019, 12, 31))
+    scope.close()
+    kept = [e for e in cache.iterdir() if not e.name.startswith(".")]
+    assert len(kept) == 2 and entries[0] not in kept
+
+
+def test_scope_cache_never_evicts_rows_being_read(tmp_path: Path) -> None:
+    from rogueflow.analyze.rowcache import RowCache
+
+    def build(d: Path) -> None:
+        (d / "rows").mkdir()
+        (d / "rows" / "x.parquet").write_bytes(b"rows")
+
+    reader = RowCache(tmp_path, keep=0)
+    entry, reused = reader.open("a", build)
+    assert not reused
+    other = RowCache(tmp_path, keep=0)
+    other.open("b", build)
+    other.release()  # keep 0: evicts b, and would evict a, which reader holds
+    assert entry.exists() and not (tmp_path / "b").exists()
+    assert other.open("a", build) == (entry, True)
+    other.release()
+    reader.release()
+    assert not entry.exists()
+    # a builder killed before publishing leaves an orphan, removed by the next build
+    orphan = tmp_path / ".build-999999999-x"
+    orphan.mkdir()
+    RowCache(tmp_path, keep=1).open("c", build)
+    assert not orphan.exists()
+
+
+def test_scope_cache_off_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROGUEFLOW_SCOPE_CACHE", "0")
+    data = build_three_years(tmp_path, days_per_year=20)
+    assert _scope_count(data.ws) == (len(data.ts_us), False)
+    assert _scope_count(data.ws)[1] is False
+    cache = data.ws.root / ".cache" / "rows"
+    assert not [e for e in cache.iterdir() if not e.name.startswith(".")]
 
 
 def test_parse_baseline_errors() -> None:

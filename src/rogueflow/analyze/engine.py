@@ -20,15 +20,15 @@ SQL helpers: ``ip_text(blob)``, ``ip(text)``, ``in_prefix(blob, 'cidr')``,
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
 
+import rogueflow
 from rogueflow import addr, flowkey
+from rogueflow.analyze.rowcache import RowCache
 from rogueflow.errors import ConfigError
 from rogueflow.schema import FLOW_SCHEMA
 from rogueflow.store.flowstore import FlowStore
@@ -161,7 +161,10 @@ class DuckDBEngine:
     def __init__(self, workspace: Workspace, *, threads: int | None = None) -> None:
         self.ws = workspace
         self.store = FlowStore(workspace)
-        self._scratch_dir: Path | None = None
+        self.row_cache = RowCache(
+            workspace.root / ".cache" / "rows", int(workspace.setting("scope_cache"))
+        )
+        self.reused: dict[str, bool] = {}  # materialised view -> rows came from the cache
         self.con = duckdb.connect(config={"allow_unsigned_extensions": False})
         n_threads = int(workspace.setting("threads", threads))
         if n_threads > 0:
@@ -233,54 +236,49 @@ class DuckDBEngine:
     def create_view(self, name: str, query: str, *, materialise: bool = False) -> None:
         """A temporary view; with ``materialise`` over the query's rows computed once.
 
-        Materialised rows go to Parquet files in a directory of this connection under
-        the workspace's ``.tmp`` (removed on close), not to a temporary table: DuckDB
-        keeps a temporary table uncompressed, and a scope of 23.7M flows took 5.4 GiB,
-        half of it spilled past the memory limit and read back by every query. As
-        Parquet it takes 0.64 GiB on disk, is written in less time, and each query
-        reads only its columns (3-6x faster per query, peak RSS 3.2 -> 0.6 GiB).
+        Materialised rows are Parquet files in the workspace's row cache
+        (:mod:`rogueflow.analyze.rowcache`: reused by the next run over the same files,
+        ``scope_cache`` entries kept), not a temporary table: DuckDB keeps a temporary
+        table uncompressed, and a scope of 23.7M flows took 5.4 GiB, half of it spilled
+        past the memory limit and read back by every query. As Parquet it takes
+        0.64 GiB on disk, is written in less time, and each query reads only its
+        columns (3-6x faster per query, peak RSS 3.2 -> 0.6 GiB).
         """
         if not materialise:
             self.con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {query}")
             return
-        out = self._scratch() / name
-        shutil.rmtree(out, ignore_errors=True)
-        self.con.execute("SET preserve_insertion_order = false")  # parallel writers
-        try:
-            self.con.execute(
-                f"COPY ({query}) TO {_quote(os.fspath(out))} (FORMAT parquet, "
-                "PER_THREAD_OUTPUT true, COMPRESSION lz4_raw, PARQUET_VERSION v2)"
-            )
-        finally:
-            self.con.execute("RESET preserve_insertion_order")
-        files = sorted(out.glob("*.parquet"))
+
+        def build(out: Path) -> None:
+            self.con.execute("SET preserve_insertion_order = false")  # parallel writers
+            try:
+                self.con.execute(
+                    f"COPY ({query}) TO {_quote(os.fspath(out / 'rows'))} (FORMAT parquet, "
+                    "PER_THREAD_OUTPUT true, COMPRESSION lz4_raw, PARQUET_VERSION v2)"
+                )
+            finally:
+                self.con.execute("RESET preserve_insertion_order")
+            (out / "query.sql").write_text(query)
+
+        version = f"{rogueflow.__version__} duckdb {duckdb.__version__}"
+        key = self.row_cache.key(query, self.store.files(), version)
+        entry, reused = self.row_cache.open(key, build)
+        self.reused[name] = reused
+        files = sorted((entry / "rows").glob("*.parquet"))
         if files:
             listing = ", ".join(_quote(os.fspath(f)) for f in files)
             rows = f"SELECT * FROM read_parquet([{listing}])"
-        else:  # no rows: no file; the query's columns and types from an empty run
-            rows = f"SELECT * FROM ({query}) LIMIT 0"
-            self.con.execute(f"CREATE OR REPLACE TEMPORARY TABLE {name}__empty AS {rows}")
+        else:  # no rows, no file: the query's columns and types from an empty run
+            self.con.execute(
+                f"CREATE OR REPLACE TEMPORARY TABLE {name}__empty AS "
+                f"SELECT * FROM ({query}) LIMIT 0"
+            )
             rows = f"SELECT * FROM {name}__empty"
         self.con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {rows}")
-
-    def _scratch(self) -> Path:
-        """This connection's directory for materialised rows (stale ones of dead
-        processes are removed on the way)."""
-        if self._scratch_dir is None:
-            tmp = self.ws.root / ".tmp"
-            for old in tmp.glob("scope-*"):
-                pid = old.name.split("-")[1]
-                if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-                    shutil.rmtree(old, ignore_errors=True)
-            self._scratch_dir = Path(tempfile.mkdtemp(prefix=f"scope-{os.getpid()}-", dir=tmp))
-        return self._scratch_dir
 
     def close(self) -> None:
         self.con.close()
         self.store.close()
-        if self._scratch_dir is not None:
-            shutil.rmtree(self._scratch_dir, ignore_errors=True)
-            self._scratch_dir = None
+        self.row_cache.release()
 
 
 def plain_integers(table: pa.Table) -> pa.Table:

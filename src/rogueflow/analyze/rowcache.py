@@ -1,0 +1,120 @@
+"""Materialised query rows kept between runs: the scope of a report, reused by the next.
+
+A report's one scan of the store (the territory's flows of the window, written as
+Parquet) is most of its time; analysts re-run reports with another baseline, events
+file or output. An entry is keyed by the query text and the exact committed files
+(path, size, modification time) with the schema and rogueflow versions, so any
+ingest, re-ingest, ``enrich`` rewrite or removal — or another profile or window,
+which changes the query — makes a new key, never a stale answer.
+
+Entries live in ``<workspace>/.cache/rows/<key>/``. One is built in a directory of its
+own and renamed into place (atomic: a reader never sees half an entry; of two
+processes building the same key, the second discards its copy and reads the first).
+A reader holds a shared ``flock`` on the entry's lock file while it reads; eviction
+(least recently used beyond ``keep`` entries, when a reader releases) takes the lock
+exclusively without waiting, so it never removes rows another process is reading.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rogueflow.schema import SCHEMA_VERSION
+
+LOCK = ".lock"
+
+
+class RowCache:
+    """The cache directory of one workspace; ``keep`` entries survive their readers."""
+
+    def __init__(self, root: Path, keep: int) -> None:
+        self.root = root
+        self.keep = max(0, keep)
+        self._held: dict[Path, int] = {}  # entry -> fd holding its shared lock
+
+    def key(self, query: str, files: list[Path], version: str) -> str:
+        h = hashlib.sha256(f"{SCHEMA_VERSION}\0{version}\0{query}\0".encode())
+        for p in files:
+            st = p.stat()
+            h.update(f"{os.fspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        return h.hexdigest()[:40]
+
+    def open(self, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
+        """The entry for ``key``, locked for reading; ``build(dir)`` fills a new one.
+
+        Returns the entry and whether it was reused."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        entry = self.root / key
+        if self._lock_existing(entry):
+            return entry, True
+        self._remove_orphans()
+        work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.root))
+        try:
+            build(work)
+            (work / LOCK).touch()
+            try:
+                os.rename(work, entry)
+            except OSError:  # another process published the same key first
+                shutil.rmtree(work, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        if not self._lock_existing(entry):  # evicted between rename and lock: rare
+            return self.open(key, build)
+        return entry, False
+
+    def release(self) -> None:
+        """Unlock every entry this process reads, then evict beyond ``keep``."""
+        held = list(self._held)
+        for entry in held:
+            os.close(self._held.pop(entry))
+        self.evict()
+
+    def evict(self) -> None:
+        entries = sorted(
+            (e for e in self.root.glob("*") if e.is_dir() and not e.name.startswith(".")),
+            key=lambda e: e.stat().st_mtime,
+            reverse=True,
+        )
+        for entry in entries[self.keep :]:
+            if entry in self._held:
+                continue
+            try:
+                fd = os.open(entry / LOCK, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another process reads it
+                os.close(fd)
+                continue
+            try:
+                shutil.rmtree(entry, ignore_errors=True)
+            finally:
+                os.close(fd)
+
+    def _lock_existing(self, entry: Path) -> bool:
+        try:
+            fd = os.open(entry / LOCK, os.O_RDONLY)
+        except OSError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while an evictor removes it
+        if not (entry / LOCK).exists():  # removed while we waited
+            os.close(fd)
+            return False
+        os.utime(entry)  # most recently used
+        self._held[entry] = fd
+        return True
+
+    def _remove_orphans(self) -> None:
+        """Build directories of processes that died before publishing."""
+        for d in self.root.glob(".build-*"):
+            pid = d.name.split("-")[1]
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                shutil.rmtree(d, ignore_errors=True)
