@@ -1,13 +1,15 @@
 """Report benchmark: ``rogueflow report`` on the full demo, with time and peak memory.
 
-    .venv/bin/python benchmarks/report.py [--workspace DIR] [--out DIR] [--repeat N]
+    .venv/bin/python benchmarks/report.py [--workspace DIR] [--out DIR]
 
 The full-scale demo (``rogueflow demo --scale full``: the reference case's behaviours,
 written as IPFIX, Zeek and nfcapd files and ingested, tens of millions of flows) is
 the realistic input of a report: its scope is most of the store, and every analysis
 has something to find. Without ``--workspace`` the demo is built first (its own time
 is printed, not counted); with it, an existing full-demo workspace is reused. Each
-report runs in a process of its own; the best of ``--repeat`` runs is kept. The target
+report runs in a process of its own. The row cache is emptied first, so the first run
+scans the store (the number the target is judged on) and the second reuses its scope
+(what an analyst re-running a report sees). The target
 (issue 6) is the full report on 20M flows in at most 30 s on this 2-core machine; the
 demo holds more than that, so the verdict is on a larger input than the target's.
 """
@@ -55,9 +57,10 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
             [exe, "--workspace", str(ws), "-q", "demo", "--scale", "full"], out / "demo.log"
         )
     res["stored_flows"] = stored_flows(ws)
+    shutil.rmtree(ws / ".cache" / "rows", ignore_errors=True)
     runs = []
-    for k in range(args.repeat):
-        log(f"report --territory kp (run {k + 1} of {args.repeat})")
+    for k in range(2):
+        log(f"report --territory kp ({'first' if k == 0 else 'second'} run)")
         dest = out / f"report-{k}"
         shutil.rmtree(dest, ignore_errors=True)
         cmd = [exe, "--workspace", str(ws), "-q", "report", "--territory", "kp"]
@@ -65,8 +68,7 @@ def run(args: argparse.Namespace, log: Any) -> dict[str, Any]:
         doc = json.loads((dest / "findings.json").read_text())
         runs[-1]["scope_flows"] = doc["coverage"]["flows"]
         runs[-1]["findings"] = len(doc["findings"])
-    res["runs"] = runs
-    res["report"] = min(runs, key=lambda r: r["seconds"])
+    res["report"], res["again"] = runs
     (args.out / "report.json").write_text(json.dumps(res, indent=2))
     return res
 
@@ -75,11 +77,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", type=Path, help="an existing full-demo workspace")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
-    p.add_argument("--repeat", type=int, default=1, help="report runs, best kept")
     args = p.parse_args()
     t0 = time.perf_counter()
     res = run(args, lambda s: print(f"[{time.perf_counter() - t0:7.1f}s] {s}", flush=True))
-    rep = res["report"]
+    rep, again = res["report"], res["again"]
     gib = 1 << 30
     print()
     if "demo" in res:
@@ -91,6 +92,10 @@ def main() -> int:
         f"{rep['scope_flows']:,} in scope, {rep['findings']} findings  "
         f"CPU {rep['cpu_seconds']:6.1f} s  peak RSS {rep['peak_rss'] / gib:4.2f} GiB  "
         f"(target ≤ {TARGET_S:g} s on ≥ {TARGET_FLOWS:,} flows: {verdict})"
+    )
+    print(
+        f"again   {again['seconds']:6.1f} s  (the scope's rows reused from the row cache)  "
+        f"CPU {again['cpu_seconds']:6.1f} s  peak RSS {again['peak_rss'] / gib:4.2f} GiB"
     )
     print(f"results: {args.out / 'report.json'}")
     return 0
