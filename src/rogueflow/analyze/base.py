@@ -87,7 +87,7 @@ def tzdata_version() -> str:
         return "system zoneinfo"
 
 
-def _fixed(kind: str, ident: str, source: str, sha256: str) -> dict[str, Any]:
+def reference_entry(kind: str, ident: str, source: str, sha256: str) -> dict[str, Any]:
     """A piece of reference data that is not an intel snapshot (profile, zone database)."""
     return {
         "kind": kind,
@@ -113,8 +113,8 @@ def reference_data(scope: Scope) -> tuple[dict[str, Any], ...]:
     and days that used it), so a 2018 flow's finding names the snapshot valid in 2018."""
     p = scope.profile
     return (
-        _fixed("territory profile", p.territory.code, p.source, p.sha256),
-        _fixed(
+        reference_entry("territory profile", p.territory.code, p.source, p.sha256),
+        reference_entry(
             "time zone history",
             p.territory.timezone,
             f"IANA tz database (tzdata {tzdata_version()})",

@@ -386,7 +386,7 @@ def resample_weights(days: int, seed: int = stats.BOOTSTRAP_SEED) -> F64:
     different seeds, so their resamples are independent."""
     if days == 0:
         return np.zeros((stats.BOOTSTRAP_SAMPLES, 0))
-    return stats._resample_weights(days, stats.BOOTSTRAP_SAMPLES, seed)
+    return stats.resample_weights(days, stats.BOOTSTRAP_SAMPLES, seed)
 
 
 def shares(

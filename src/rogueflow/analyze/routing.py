@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from rogueflow.analyze.base import AnalysisOutput, _fixed, provenance
+from rogueflow.analyze.base import AnalysisOutput, provenance, reference_entry
 from rogueflow.analyze.context import VIEW, Scope
 from rogueflow.bgp.shares import Routing, Shares, compute_shares, territory_routing
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
@@ -293,7 +293,7 @@ def _full_quarter_after(period: str, news: list[Any]) -> bool:
 def _with_bgp(prov: Any, routing: Routing) -> Any:
     """The provenance plus every MRT file of the BGP store, with the span it covers."""
     refs = [
-        _fixed("bgp-mrt", s["source_id"], s["path"], s["sha256"])
+        reference_entry("bgp-mrt", s["source_id"], s["path"], s["sha256"])
         | {
             "label": s["path"],
             "name": s["path"].rsplit("/", 1)[-1],

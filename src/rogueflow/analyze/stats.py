@@ -101,13 +101,13 @@ def bootstrap_shares(
     m = len(nn)
     if m == 0:
         return np.zeros(0)
-    w = _resample_weights(m, samples, seed)
+    w = resample_weights(m, samples, seed)
     tot = w @ nn
     return np.where(tot > 0, (w @ kk) / np.maximum(tot, 1), np.nan)
 
 
 @functools.lru_cache(maxsize=16)
-def _resample_weights(m: int, samples: int, seed: int) -> Floats:
+def resample_weights(m: int, samples: int, seed: int) -> Floats:
     """How often each of ``m`` days is drawn in each bootstrap replicate.
 
     The draws are those of ``rng.integers(0, m, (samples, m))``, counted per day, so a

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from rogueflow import addr
 from rogueflow.ingest import pcapcheck
 from rogueflow.ingest.pcapdns import frames, ip_of_frame
-from rogueflow.intel.resolve import DNSParseError, _read_name
+from rogueflow.intel.resolve import DNSParseError, read_name
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -472,7 +472,7 @@ def _question(payload: bytes) -> tuple[str, int] | None:
     if flags & 0x8000 or qd == 0:
         return None
     try:
-        name, off = _read_name(payload, 12)
+        name, off = read_name(payload, 12)
     except DNSParseError:
         return None
     if off + 2 > len(payload) or not name:

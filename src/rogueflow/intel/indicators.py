@@ -73,7 +73,7 @@ def _decode(raw: bytes, path: Path, where: str) -> str:
     return text
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, stripped text) of a text file; bad bytes raise InputError."""
     _check_size(path)
     try:
@@ -165,7 +165,7 @@ def load_domain_list(path: Path, label: str = "domains") -> DomainList:
     addresses: dict[str, None] = {}
     skipped = 0
     adblock = False
-    for n, text in _lines(path):
+    for n, text in text_lines(path):
         where = f"line {n}"
         if not adblock and not domains and not addresses and text.startswith("[Adblock"):
             adblock = True
@@ -271,7 +271,7 @@ def load_network_list(path: Path, label: str) -> NetworkList:
     """CIDRs, single addresses or ``AS<n>`` lines, each with an optional ``# comment``."""
     path = Path(path)
     out = NetworkList(label, [], source=str(path))
-    for n, text in _lines(path):
+    for n, text in text_lines(path):
         body, _, comment = text.partition("#")
         body, comment = body.strip(), comment.strip()
         if not body:
@@ -395,7 +395,7 @@ def _documents(path: Path) -> Iterator[tuple[str, Lines]]:
     if head[257:262] == b"ustar" or head == bytes(512) or head.startswith(_COMPRESSED):
         yield from _tar_documents(path)
     else:
-        yield "", _lines(path)
+        yield "", text_lines(path)
 
 
 def _tar_documents(path: Path) -> Iterator[tuple[str, Lines]]:

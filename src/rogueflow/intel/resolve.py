@@ -29,7 +29,7 @@ from pathlib import Path
 
 from rogueflow import addr
 from rogueflow.errors import ConfigError, InputError
-from rogueflow.intel.indicators import _lines
+from rogueflow.intel.indicators import text_lines
 from rogueflow.intel.ranges import RangeTable
 
 KIND = "dns-resolutions"
@@ -71,7 +71,7 @@ def encode_query(qid: int, name: str, qtype: int) -> bytes:
     return struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0) + qname + struct.pack("!HH", qtype, 1)
 
 
-def _read_name(data: bytes, off: int) -> tuple[str, int]:
+def read_name(data: bytes, off: int) -> tuple[str, int]:
     """(name, offset after it in the original position); follows compression pointers."""
     labels: list[str] = []
     end = -1
@@ -125,14 +125,14 @@ def parse_response(data: bytes, qid: int, name: str, qtype: int) -> list[str]:
         return []  # truncated (TCP would be needed) or an error rcode: no addresses
     if qd != 1:
         raise DNSParseError(f"{qd} questions in a response")
-    qname, off = _read_name(data, 12)
+    qname, off = read_name(data, 12)
     qt, qc = _u16s(data, off, 2)
     if qname != name.rstrip(".").lower() or qt != qtype or qc != 1:
         raise DNSParseError("response to another question")
     off += 4
     out: list[str] = []
     for _ in range(an):
-        _, off = _read_name(data, off)
+        _, off = read_name(data, off)
         rtype, rclass = _u16s(data, off, 2)
         if off + 10 > len(data):
             raise DNSParseError(f"record cut at byte {off}")
@@ -163,14 +163,14 @@ def parse_answers(data: bytes) -> tuple[str, list[tuple[bytes, int]]]:
     _, flags, qd, an = struct.unpack_from("!HHHH", data, 0)
     if not flags & 0x8000 or flags & 0x000F or qd == 0:
         return "", []
-    qname, off = _read_name(data, 12)
+    qname, off = read_name(data, 12)
     off += 4
     for _ in range(qd - 1):
-        _, off = _read_name(data, off)
+        _, off = read_name(data, off)
         off += 4
     out: list[tuple[bytes, int]] = []
     for _ in range(an):
-        _, off = _read_name(data, off)
+        _, off = read_name(data, off)
         if off + 10 > len(data):
             raise DNSParseError(f"record cut at byte {off}")
         rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, off)
@@ -397,7 +397,7 @@ def load_resolutions(path: Path) -> Resolutions:
     path = Path(path)
     rows: list[Resolution] = []
     header = False
-    for n, text in _lines(path):
+    for n, text in text_lines(path):
         where = f"line {n}"
         if not text:
             continue
