@@ -148,7 +148,7 @@ class CategoryPattern:
                 "given in the evidence; no change can be measured."
             )
         elif moved:
-            up = [f"{c} ({100 * v:+.0f} pp)" for c, v in sorted(moved, key=lambda m: -m[1])]
+            up = [f"{c} ({100 * v:+.0f} pp)" for c, v in sorted(moved, key=lambda m: (-m[1], m[0]))]
             statement = (
                 f"between {y0} and {y1} the business-hours share ({hours}, local time) moved "
                 f"beyond day-to-day variation for {', '.join(up)}; the other categories "

@@ -126,7 +126,7 @@ def evidence(
     inds: list[Indicator] = []
     role = "fronting host" if c.fronting else "internal host with sessions"
     host_rows = []
-    for h, n in sorted(c.hosts.items(), key=lambda kv: -kv[1]):
+    for h, n in sorted(c.hosts.items(), key=lambda kv: (-kv[1], kv[0])):
         first, last = data.host_span[(c.coin, h)]
         text = format_one(h)
         host_rows.append((text, num(n), num(c.hosts_after.get(h, 0)), iso(first), iso(last)))

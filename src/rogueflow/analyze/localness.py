@@ -174,7 +174,8 @@ def groups(scope: Scope, excl: str) -> list[Group]:
                      remote_addr, internal_addr, {excl} AS excluded_asn
               FROM {VIEW} WHERE side <> 'internal') c
         WHERE excluded_asn IS NULL
-        GROUP BY country, asn, cat, outbound, cctld""",
+        GROUP BY country, asn, cat, outbound, cctld
+        ORDER BY country NULLS FIRST, asn NULLS FIRST, cat, outbound, cctld""",
     )
     return [
         Group(
@@ -394,7 +395,7 @@ def locals_by_country(
     ss = shares(daily.counts["local"], daily.counts["informative"])
     for i, cc in enumerate(daily.keys):
         loc = out[cc]
-        loc.groups.sort(key=lambda x: -x.flows)
+        loc.groups.sort(key=lambda x: (-x.flows, x.asn or 0, x.category, x.outbound, x.cctld))
         loc.days = int((daily.counts["local"][i] > 0).sum())
         loc.share = ss[i]
         loc.low, loc.high = widened(ss[i], z)

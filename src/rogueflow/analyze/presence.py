@@ -241,7 +241,7 @@ def _statement(
 ) -> str:
     if not years:
         return f"networks in {name} exchanged no flows with counterparts abroad to assess."
-    rose = sorted((c for c in changes.values() if c.rose), key=lambda c: -c.diff)
+    rose = sorted((c for c in changes.values() if c.rose), key=lambda c: (-c.diff, c.country))
     other = [c.country for c in rose if c.country not in found]
     if not found:
         text = (
@@ -400,7 +400,7 @@ def _evidence(
         (c.country, pct(c.base.value, 2), pct(c.comp.value, 2), change_cell(c),
          _ratio_cell(c),
          _group(c, found), local_cell(locs.get(c.country)))
-        for c in sorted(changes.values(), key=lambda c: -c.comp.value)
+        for c in sorted(changes.values(), key=lambda c: (-c.comp.value, c.country))
     ]  # fmt: skip
     kinds = [
         (cc, g.kind, org_kind(g.org), "—" if g.asn is None else f"AS{g.asn}", g.org, g.category,
