@@ -383,11 +383,8 @@ def test_empty_territory_is_an_error(tmp_path: Path) -> None:
 def test_queries_are_recorded_and_portable(outputs) -> None:  # type: ignore[no-untyped-def]
     log = outputs[2]
     assert [q.label for q in log[:2]] == ["view _scope_base", "view territory_flows"]
-    for q in log[2:]:  # analysis queries read only the scope view
+    for q in log[2:]:  # analysis queries read only the scope view, the snapshot ids too
         sql = q.sql
-        if q.label == "reference data used":  # the snapshot ids stay in the store
-            assert "FROM flows f" in sql
-            continue
         assert "territory_flows" in sql
         assert "isodow" not in sql and "::" not in sql  # engine spellings stay in the view
 

@@ -22,9 +22,8 @@ Columns of ``territory_flows``:
 * the remote end's enrichment: ``remote_country``, ``remote_asn`` (BIGINT),
   ``remote_as_org`` (from ``dst_*`` for out and internal flows, ``src_*`` for in),
   and the flow's ``service``, ``category``, ``confidence``, ``evidence``, ``coin``,
-  ``pool`` and ``wallet`` (the store keeps ``intel``, the
-  ';'-separated ids of the reference-data snapshots used at ingest); all null for
-  flows stored before schema 2
+  ``pool`` and ``wallet``, and ``intel`` (the ';'-separated ids of the reference-data
+  snapshots used at ingest); all null for flows stored before schema 2
 
 Periods are UTC (the window flags are UTC days); local time only classifies a
 flow's weekday and hour. The analyses' SQL uses only these columns and portable
@@ -233,16 +232,11 @@ class Scope:
         of the window. The query runs (from cache) on every call so that each
         finding's trace records it.
         """
-        # read from the store, not the materialised scope: the ids are long strings that
-        # would otherwise take more memory than every measured column together
-        window, s_in, d_in = _scope_filter(self.territory, self.start, self.end)
         rows = self.rows(
             "reference data used",
             f"""
-            SELECT f.intel, count(*) AS flows, min(f.day) AS first_day, max(f.day) AS last_day
-            FROM flows f
-            WHERE {window} AND ({s_in} OR {d_in}) AND f.intel IS NOT NULL
-            GROUP BY f.intel
+            SELECT intel, count(*) AS flows, min(day) AS first_day, max(day) AS last_day
+            FROM {VIEW} WHERE intel IS NOT NULL GROUP BY intel
             """,
         )
         if self._intel is None:
@@ -379,7 +373,7 @@ def base_sql(t: Territory, start: date, end: date, dialect: Dialect = DIALECTS["
            CASE WHEN s.si THEN s.dst_country ELSE s.src_country END AS remote_country,
            CAST(CASE WHEN s.si THEN s.dst_asn ELSE s.src_asn END AS BIGINT) AS remote_asn,
            CASE WHEN s.si THEN s.dst_as_org ELSE s.src_as_org END AS remote_as_org,
-           s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet
+           s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet, s.intel
     FROM (
       SELECT {dialect.naive.format(x="f.ts_start")} AS ts_utc,
              {dialect.naive.format(x="f.ts_end")} AS ts_end,
@@ -388,7 +382,7 @@ def base_sql(t: Territory, start: date, end: date, dialect: Dialect = DIALECTS["
              f.app_label, f.server_name, f.dns_query,
              f.src_country, f.dst_country, f.src_asn, f.dst_asn, f.src_as_org, f.dst_as_org,
              f.service, f.category, f.confidence, f.evidence, f.coin, f.pool, f.wallet,
-             {s_in} AS si, {d_in} AS di
+             f.intel, {s_in} AS si, {d_in} AS di
       FROM flows_stored f WHERE {window}
     ) s
     WHERE s.si OR s.di
@@ -417,7 +411,7 @@ def view_sql(t: Territory, first: datetime, last: datetime, dialect: Dialect) ->
              s.source_id, s.app_label, s.server_name, s.dns_query,
              s.remote_country, s.remote_asn, s.remote_as_org,
              s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet,
-             s.packets, s.bytes, s.rev_packets, s.rev_bytes,
+             s.intel, s.packets, s.bytes, s.rev_packets, s.rev_bytes,
              CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
              CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
              {local} AS local_ts
