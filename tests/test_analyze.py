@@ -323,6 +323,35 @@ def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
     assert len(kept) == 2 and entries[0] not in kept
 
 
+def test_scope_cache_key_names_the_files_the_rows_came_from(tmp_path: Path) -> None:
+    """An ingest committing between an engine's start and its materialisation must not
+    label the rows (read from the earlier files) with the new file list."""
+    from rogueflow.analyze.engine import DuckDBEngine
+
+    data = build_three_years(tmp_path, days_per_year=10)
+    query = "SELECT count(*) AS n FROM flows_stored"
+    early = DuckDBEngine(data.ws)
+    extra = write_flows(
+        tmp_path / "extra.parquet",
+        np.array([us(datetime(2019, 6, 1, 12, tzinfo=UTC))]),
+        ["175.45.176.9"],
+        ["8.8.8.8"],
+    )
+    ingest_paths(data.ws, [extra])
+    try:
+        early.create_view("x", query, materialise=True)
+        before = early.arrow("SELECT n FROM x").column("n")[0].as_py()
+    finally:
+        early.close()
+    late = DuckDBEngine(data.ws)
+    try:
+        late.create_view("x", query, materialise=True)
+        assert not late.reused["x"]
+        assert late.arrow("SELECT n FROM x").column("n")[0].as_py() == before + 1
+    finally:
+        late.close()
+
+
 def test_scope_cache_never_evicts_rows_being_read(tmp_path: Path) -> None:
     from rogueflow.analyze.rowcache import RowCache
 

@@ -165,6 +165,7 @@ class DuckDBEngine:
             workspace.root / ".cache" / "rows", int(workspace.setting("scope_cache"))
         )
         self.reused: dict[str, bool] = {}  # materialised view -> rows came from the cache
+        self.files: list[Path] = []
         self.con = duckdb.connect(config={"allow_unsigned_extensions": False})
         n_threads = int(workspace.setting("threads", threads))
         if n_threads > 0:
@@ -180,6 +181,7 @@ class DuckDBEngine:
     def refresh(self) -> None:
         """(Re)build the views over the currently committed files."""
         files = self.store.files()
+        self.files = files  # what flows_stored reads (the row cache's key names these)
         sources = self.store.catalog.sources()
         self.con.register(
             "_sources",
@@ -260,7 +262,9 @@ class DuckDBEngine:
             (out / "query.sql").write_text(query)
 
         version = f"{rogueflow.__version__} duckdb {duckdb.__version__}"
-        key = self.row_cache.key(query, self.store.files(), version)
+        # the files the views were defined over, not the catalog's current list: an
+        # ingest committing in between must not label old rows with its new files
+        key = self.row_cache.key(query, self.files, version)
         entry, reused = self.row_cache.open(key, build)
         self.reused[name] = reused
         files = sorted((entry / "rows").glob("*.parquet"))
