@@ -336,3 +336,30 @@ def test_flows_view_has_the_same_columns(
         assert eng.arrow("SELECT count(*) AS n FROM flows").to_pylist() == [{"n": 0}]
     finally:
         eng.close()
+
+
+def test_quiet_spark_prints_no_logging(demo_reference: DemoRun, tmp_path: Path) -> None:
+    """`rogueflow -q` on Spark, in a process of its own (the JVM starts with rogueflow's
+    log4j2 profile): no Spark or Hadoop log line on stderr. The JVM's own notice of the
+    incubator vector module, which Spark's launcher loads, is the one line left."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("pyspark")
+    exe = Path(sys.executable).parent / "rogueflow"
+    r = subprocess.run(
+        [str(exe), "--workspace", str(demo_reference.ws.root), "-q", "query", "--engine",
+         "spark", "--format", "csv", "SELECT count(*) AS n FROM flows"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].strip('"') == "n" and int(r.stdout.splitlines()[1]) > 0
+    noise = [
+        line
+        for line in r.stderr.splitlines()
+        if line.strip() and line != "WARNING: Using incubator modules: jdk.incubator.vector"
+    ]
+    assert noise == []

@@ -31,6 +31,7 @@ import re
 import shutil
 import sys
 import warnings
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -137,6 +138,12 @@ def spark_session(master: str | None = None, memory_limit: str | None = None) ->
         memory = _driver_memory(memory_limit or "")
         if memory:
             builder = builder.config("spark.driver.memory", memory)
+        # the driver's log4j2 at errors only: a local driver JVM starts with these options
+        # (this replaces a spark-defaults.conf value of the same key for the session)
+        log4j = resources.files("rogueflow.analyze") / "spark-log4j2.properties"
+        builder = builder.config(
+            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{log4j}"
+        )
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     try:
