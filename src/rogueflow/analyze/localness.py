@@ -367,31 +367,39 @@ def locals_by_country(
     if not out:
         return out
     names = ", ".join(f"'{cc}'" for cc in sorted(out))
-    local = "CASE WHEN loc = 1 THEN {x} END"
-    edu = "CASE WHEN loc = 1 AND cat = 'education' THEN {x} END"
+    flows = f"""
+        SELECT day, remote_country AS country, remote_addr, internal_addr,
+               {_cat()} AS cat, {NAME_SQL} AS name, {excl} AS excluded_asn,
+               CASE WHEN {INFORMATIVE_SQL} THEN 1 ELSE 0 END AS inf,
+               CASE WHEN {local_sql(domestic)} THEN 1 ELSE 0 END AS loc
+        FROM {VIEW} WHERE side = 'out' AND remote_country IN ({names})"""
+    # two queries, not one over GROUPING SETS: the daily series needs no distinct count,
+    # and the window's distinct counts need only the local flows (5.2 s -> 4.5 s over
+    # the full demo's 23.7M flows)
     table = scope.query(
         "presence: place-informative and local counterpart flows per day and country",
         f"""
-        SELECT day, country, sum(inf) AS informative, sum(loc) AS local,
-               count(DISTINCT {local.format(x="remote_addr")}) AS addrs,
-               count(DISTINCT {local.format(x="internal_addr")}) AS hosts,
+        SELECT day, country, sum(inf) AS informative, sum(loc) AS local
+        FROM ({flows}) c
+        WHERE excluded_asn IS NULL
+        GROUP BY day, country""",
+    )
+    edu = "CASE WHEN cat = 'education' THEN {x} END"
+    for r in scope.rows(
+        "presence: local counterparts per country (distinct addresses, hosts, sites)",
+        f"""
+        SELECT country, count(DISTINCT remote_addr) AS addrs,
+               count(DISTINCT internal_addr) AS hosts,
                count(DISTINCT {edu.format(x="name")}) AS edu_names,
                count(DISTINCT {edu.format(x="remote_addr")}) AS edu_addrs
-        FROM (SELECT day, remote_country AS country, remote_addr, internal_addr,
-                     {_cat()} AS cat, {NAME_SQL} AS name, {excl} AS excluded_asn,
-                     CASE WHEN {INFORMATIVE_SQL} THEN 1 ELSE 0 END AS inf,
-                     CASE WHEN {local_sql(domestic)} THEN 1 ELSE 0 END AS loc
-              FROM {VIEW} WHERE side = 'out' AND remote_country IN ({names})) c
-        WHERE excluded_asn IS NULL
-        GROUP BY GROUPING SETS ((day, country), (country))""",
-    )
-    # the (country) set carries exact distinct counts over the window; (day, country) the
-    # daily series for the share's interval
-    daily = grid(table.filter(pc.is_valid(table.column("day"))), ("informative", "local"))
-    for r in table.filter(pc.is_null(table.column("day"))).to_pylist():
+        FROM ({flows}) c
+        WHERE excluded_asn IS NULL AND loc = 1
+        GROUP BY country ORDER BY country""",
+    ):
         loc = out[r["country"]]
         loc.addrs, loc.hosts = int(r["addrs"]), int(r["hosts"])
         loc.sites = int(r["edu_names"]) or int(r["edu_addrs"])
+    daily = grid(table, ("informative", "local"))
     ss = shares(daily.counts["local"], daily.counts["informative"])
     for i, cc in enumerate(daily.keys):
         loc = out[cc]
