@@ -1,12 +1,27 @@
-"""Run a rogueflow command in a process of its own and measure it (wall, CPU, peak RSS)."""
+"""What the benchmark scripts share: progress lines with elapsed time, and a rogueflow
+command run in a process of its own and measured (wall, CPU, peak RSS)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+GIB = 1 << 30
+
+
+def progress() -> Callable[[str], None]:
+    """A log function printing each line after the seconds since it was made."""
+    t0 = time.perf_counter()
+    return lambda s: print(f"[{time.perf_counter() - t0:7.1f}s] {s}", flush=True)
+
+
+def usage(m: dict[str, Any]) -> str:
+    """CPU time and peak RSS of a :func:`measured` run, for a summary line."""
+    return f"CPU {m['cpu_seconds']:7.1f} s  peak RSS {m['peak_rss'] / GIB:5.2f} GiB"
 
 
 def measured(cmd: list[str], log: Path) -> dict[str, Any]:

@@ -20,13 +20,12 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import measured
+from measure import measured, progress, usage
 
 TARGET_S = 30.0
 TARGET_FLOWS = 20_000_000
@@ -78,10 +77,8 @@ def main() -> int:
     p.add_argument("--workspace", type=Path, help="an existing full-demo workspace")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     args = p.parse_args()
-    t0 = time.perf_counter()
-    res = run(args, lambda s: print(f"[{time.perf_counter() - t0:7.1f}s] {s}", flush=True))
+    res = run(args, progress())
     rep, again = res["report"], res["again"]
-    gib = 1 << 30
     print()
     if "demo" in res:
         print(f"demo built in {res['demo']['seconds']:.0f} s (not counted)")
@@ -90,12 +87,12 @@ def main() -> int:
     print(
         f"report  {rep['seconds']:6.1f} s  {res['stored_flows']:,} flows stored, "
         f"{rep['scope_flows']:,} in scope, {rep['findings']} findings  "
-        f"CPU {rep['cpu_seconds']:6.1f} s  peak RSS {rep['peak_rss'] / gib:4.2f} GiB  "
+        f"{usage(rep)}  "
         f"(target ≤ {TARGET_S:g} s on ≥ {TARGET_FLOWS:,} flows: {verdict})"
     )
     print(
         f"again   {again['seconds']:6.1f} s  (the scope's rows reused from the row cache)  "
-        f"CPU {again['cpu_seconds']:6.1f} s  peak RSS {again['peak_rss'] / gib:4.2f} GiB"
+        f"{usage(again)}"
     )
     print(f"results: {args.out / 'report.json'}")
     return 0

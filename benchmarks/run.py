@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datagen
 import nfdump_ref
+from measure import progress
 
 from rogueflow import addr
 from rogueflow.schema import FIELDS, MEASURED
@@ -471,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text_flows=args.text_flows,
         repeat=args.repeat,
         keep=args.keep,
-        log=lambda s: print(f"[{time.perf_counter() - t0:7.1f}s] {s}", flush=True),
+        log=progress(),
     )
     print()
     print(

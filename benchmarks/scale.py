@@ -19,14 +19,13 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import datagen
-from measure import measured
+from measure import measured, progress, usage
 
 DEFAULT_FLOWS = 100_000_000
 CHUNK = 20_000_000
@@ -98,20 +97,15 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--keep", action="store_true", help="keep the inputs and the workspace")
     args = p.parse_args()
-    t0 = time.perf_counter()
-    res = run(args, lambda s: print(f"[{time.perf_counter() - t0:7.1f}s] {s}", flush=True))
-    gib = 1 << 30
+    res = run(args, progress())
     ing, rep = res["ingest"], res["report"]
     print()
     print(f"{res['flows']:,} flows stored, {res['watched_flows']:,} touching kp's /22")
-    print(
-        f"ingest  {ing['seconds']:8.1f} s  {ing['flows_per_s']:>11,.0f} flows/s  "
-        f"CPU {ing['cpu_seconds']:7.1f} s  peak RSS {ing['peak_rss'] / gib:5.2f} GiB"
-    )
+    print(f"ingest  {ing['seconds']:8.1f} s  {ing['flows_per_s']:>11,.0f} flows/s  {usage(ing)}")
     verdict = "PASS" if rep["peak_rss"] <= RSS_TARGET else "FAIL"
     print(
         f"report  {rep['seconds']:8.1f} s  {rep['scope_flows'] or 0:>11,} flows in scope  "
-        f"CPU {rep['cpu_seconds']:7.1f} s  peak RSS {rep['peak_rss'] / gib:5.2f} GiB  "
+        f"{usage(rep)}  "
         f"(target ≤ 4 GiB: {verdict})"
     )
     print(f"results: {args.out / 'scale.json'}")
