@@ -71,9 +71,9 @@ class RowCache:
 
     def release(self) -> None:
         """Unlock every entry this process reads, then evict beyond ``keep``."""
-        held = list(self._held)
-        for entry in held:
-            os.close(self._held.pop(entry))
+        for fd in self._held.values():
+            os.close(fd)
+        self._held.clear()
         self.evict()
 
     def evict(self) -> None:
