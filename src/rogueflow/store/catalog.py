@@ -92,18 +92,16 @@ def open_sqlite(path: Path, ddl: str, version: int, what: str) -> sqlite3.Connec
                     "upgrade rogueflow"
                 )
             return db
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
-            locked = "locked" in str(exc) or "busy" in str(exc)
+            locked = isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in str(exc) or "busy" in str(exc)
+            )
             if not locked or time.monotonic() + pause > deadline:
                 raise StoreError(f"{path}: the {what} is unreadable ({exc})") from None
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
-        except sqlite3.DatabaseError as exc:
-            if db is not None:
-                db.close()
-            raise StoreError(f"{path}: the {what} is unreadable ({exc})") from None
 
 
 @dataclass(frozen=True)
