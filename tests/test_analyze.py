@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -14,11 +15,15 @@ import pytest
 
 from rogueflow import addr
 from rogueflow.analyze import builtin_analyses, load_profile, open_scope, parse_baseline, stats
+from rogueflow.analyze.context import ProfileInfo
 from rogueflow.analyze.pattern import PatternOfLife
 from rogueflow.analyze.volume import VolumeGrowth
+from rogueflow.enrich.territory import INDEX_KEY, fingerprint, member_mask, read_claim
 from rogueflow.errors import ConfigError, RogueflowError
 from rogueflow.findings import Check, fold, grade
-from rogueflow.ops import ingest_paths
+from rogueflow.ops import enrich_store, ingest_paths
+from rogueflow.schema import METADATA_KEY
+from rogueflow.store.flowstore import FlowStore
 from rogueflow.workspace import Workspace
 
 PYONGYANG = ZoneInfo("Asia/Pyongyang")
@@ -486,3 +491,81 @@ def test_grade_and_wording() -> None:
     assert fold(4.0).startswith("grew about fourfold (×4.00, +300%")
     assert fold(1.0).startswith("stayed about level")
     assert fold(0.5).startswith("fell by about 50%")
+
+
+# --- the store's territory index ------------------------------------------------------
+
+
+def _scope_rows(ws: Workspace, profile: ProfileInfo) -> tuple[list[tuple[object, ...]], str]:
+    scope = open_scope(ws, profile)
+    try:
+        rows = scope.rows(
+            "t",
+            "SELECT ts_utc, side, internal_addr, remote_addr FROM territory_flows "
+            "ORDER BY ts_utc, side, internal_addr, remote_addr",
+        )
+        return [tuple(r.values()) for r in rows], scope.log[0].sql
+    finally:
+        scope.close()
+
+
+def test_scope_reads_the_territory_index_only_where_every_file_holds_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    n = 3_000
+    pool = ["175.45.176.9", "175.45.179.200", "210.52.109.4", "77.94.35.1", "8.8.8.8",
+            "1.1.1.1", "2001:db8::1", "175.45.180.1", "210.52.108.255"]  # fmt: skip
+    ts = np.sort(
+        rng.integers(us(datetime(2018, 3, 1, tzinfo=UTC)), us(datetime(2018, 3, 4, tzinfo=UTC)), n)
+    )
+    src = [pool[i] for i in rng.integers(0, len(pool), n)]
+    dst = [pool[i] for i in rng.integers(0, len(pool), n)]
+    ws = Workspace(tmp_path / "ws")
+    ingest_paths(ws, [write_flows(tmp_path / "f.parquet", ts, src, dst)])
+    kp = load_profile("kp", None)
+    files = FlowStore(ws).files()
+    assert len(files) == 3
+    for path in files:
+        meta = pq.read_metadata(path).metadata
+        assert read_claim(meta[INDEX_KEY]) == {"kp": fingerprint(kp.territory)}
+        t = pq.read_table(path)
+        ts_us = t.column("ts_start").cast(pa.int64()).to_numpy()
+        inside = [member_mask(kp.territory, t.column(f"{e}_addr"), ts_us) for e in ("src", "dst")]
+        for e, mask in zip(("src", "dst"), inside, strict=True):
+            col = t.column(f"{e}_territory").cast(pa.string()).to_pylist()
+            assert col == ["kp" if m else None for m in mask]
+        touch = inside[0] | inside[1]
+        k = int(touch.sum())
+        assert 0 < k < len(touch) and touch[:k].all()  # touching flows first
+        assert (np.diff(ts_us[:k]) >= 0).all() and (np.diff(ts_us[k:]) >= 0).all()
+
+    want, sql = _scope_rows(ws, kp)
+    assert "f.src_territory = 'kp'" in sql and "unhex" not in sql
+    nets = [
+        ipaddress.ip_network(c) for c in ("175.45.176.0/22", "210.52.109.0/24", "77.94.35.0/24")
+    ]
+
+    def inside(a: str) -> bool:
+        ip = ipaddress.ip_address(a)
+        return any(ip.version == net.version and ip in net for net in nets)
+
+    assert len(want) == sum(inside(s) or inside(d) for s, d in zip(src, dst, strict=True))
+
+    # a file as an older rogueflow wrote it (schema 3: no index columns, no claim)
+    old = files[1]
+    t = pq.read_table(old).drop_columns(["src_territory", "dst_territory"])
+    pq.write_table(t.replace_schema_metadata({METADATA_KEY: b"3"}), old)
+    got, sql = _scope_rows(ws, kp)
+    assert "unhex" in sql and "src_territory" not in sql
+    assert got == want
+    # `rogueflow enrich` upgrades it: the index is read again, with the same answer
+    enrich_store(ws)
+    got, sql = _scope_rows(ws, kp)
+    assert "f.src_territory = 'kp'" in sql and got == want
+
+    # a profile whose space differs from the indexed one is tested by its prefixes
+    text = (Path(__file__).parent.parent / "src/rogueflow/territory/profiles/kp.toml").read_text()
+    wider = tmp_path / "kp.toml"
+    wider.write_text(text.replace('cidr = "175.45.176.0/22"', 'cidr = "175.45.176.0/21"'))
+    got, sql = _scope_rows(ws, load_profile("kp", wider))
+    assert "unhex" in sql
+    assert len(got) > len(want)

@@ -64,11 +64,14 @@ def test_queries_agree_with_nfdump_and_the_generator(result: tuple[dict, Path]) 
         assert q["agree"], q
         assert q["rows"] > 0
     by_name = {q["query"]: q for q in res["queries"]}
-    watched = by_name["watched /22 count+bytes"]["rogueflow_answer"][0]
+    watched = by_name[bench.WATCHED_RANGE]["rogueflow_answer"][0]
     assert watched == [res["truth"]["watched_flows"], res["truth"]["watched_bytes"]]
     assert res["truth"]["watched_flows"] > 0
+    # kp's space is the /22 and two /24s: the index answers for all three (nfdump agreed)
+    territory = by_name[bench.TERRITORY]["rogueflow_answer"][0]
+    assert territory[0] >= watched[0] and territory[1] >= watched[1]
     assert by_name["full scan: flows, packets, bytes"]["rogueflow_answer"][0][0] == N
-    top = by_name["top-10 counterparts of the /22 by bytes"]["rogueflow_answer"]
+    top = by_name[bench.WATCHED_TOP]["rogueflow_answer"]
     assert [r[2] for r in top] == sorted((r[2] for r in top), reverse=True)
     hourly = by_name["hourly flow counts"]
     assert sum(c for _, c in hourly["rogueflow_answer"]) <= N  # only the first 12 kept

@@ -12,11 +12,13 @@ from click.testing import CliRunner
 from markupsafe import escape
 
 from rogueflow.cli.main import cli
+from rogueflow.enrich.territory import fingerprint
 from rogueflow.errors import RogueflowError
 from rogueflow.findings import LEVELS
 from rogueflow.ops import ingest_paths
 from rogueflow.report import ReportResult, build_report
 from rogueflow.report.html import plotly_js
+from rogueflow.territory import load_builtin
 from rogueflow.workspace import Workspace
 from tests.test_analyze import Dataset, build_three_years, us, write_flows
 
@@ -85,7 +87,10 @@ def test_findings_json_schema(data: Dataset, report: ReportResult) -> None:
         )
         sqls = [q["sql"] for q in prov["queries"]]
         assert any("CREATE" not in s and "FROM territory_flows" in s for s in sqls)
-        assert any("175" not in s and "unhex" in s for s in sqls)  # the scope's definition
+        # the scope's definition: the store's territory index, named with its fingerprint
+        assert any(
+            "f.src_territory = 'kp'" in s and fingerprint(load_builtin("kp")) in s for s in sqls
+        )
         assert prov["rogueflow_version"] and prov["generated_at"]
         assert prov["data_window"]["start"].startswith("2017-01-01")
         assert f["alternatives"]

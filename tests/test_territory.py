@@ -22,6 +22,10 @@ from rogueflow.enrich.territory import (
     SIDE_IN,
     SIDE_INTERNAL,
     SIDE_OUT,
+    TerritoryIndex,
+    builtin_index,
+    fingerprint,
+    indexed,
     local_time_sql,
     local_times,
     member_sql,
@@ -245,6 +249,66 @@ def test_side_sql_and_numpy_agree(flows: list[tuple[bytes, bytes, datetime]]) ->
     finally:
         con.close()
     assert got == expected
+
+
+# a second territory beside ZZ (disjoint from it), and one overlapping ZZ's 10.20/16 only
+# after ZZ's prefix there expired (so it is indexed), and one overlapping ZZ (so not)
+YY = parse_profile(
+    PROFILE.replace('code = "zz"', 'code = "yy"')
+    .replace("175.45.176.0/22", "10.21.0.0/16")
+    .replace("10.20.0.0/16", "10.20.128.0/17")
+    .replace('valid_from = "2015-01-01"', 'valid_from = "2017-06-01"')
+    .replace('valid_to = "2017-06-01"', 'valid_to = "2030-01-01"')
+    .replace("2001:db8:100::/40", "2001:db8:200::/40")
+    .replace("77.94.35.0/24", "77.94.36.0/24"),
+    "yy.toml",
+)
+XX = parse_profile(PROFILE.replace('code = "zz"', 'code = "xx"'), "xx.toml")
+_flow2 = st.tuples(
+    st.one_of(_near_prefix(ZZ), _near_prefix(YY), addr_bytes), _addr, _near_boundary(YY)
+)
+
+
+def test_index_keeps_territories_that_do_not_overlap() -> None:
+    index = TerritoryIndex.of([ZZ, YY, XX, load_builtin("ir")])
+    # XX is ZZ again; ir names no prefixes (its space is by country)
+    assert [t.code for t in index.territories] == ["zz", "yy"]
+    assert index.claim == {"zz": fingerprint(ZZ), "yy": fingerprint(YY)}
+    assert fingerprint(ZZ) != fingerprint(XX)  # the code is part of it
+    assert [t.code for t in builtin_index().territories] == ["kp"]
+
+
+@settings(max_examples=80)
+@given(st.lists(st.one_of(_flow, _flow2), min_size=1, max_size=60))
+def test_index_columns_equal_membership(flows: list[tuple[bytes, bytes, datetime]]) -> None:
+    """Each end's column names the indexed territory that held it, exactly as the prefix
+    tests (the oracle: ipaddress) say, validity bounds included."""
+    tbl = pa.table(
+        {
+            "src_addr": pa.array([f[0] for f in flows], addr.ADDR_TYPE),
+            "dst_addr": pa.array([f[1] for f in flows], addr.ADDR_TYPE),
+            "ts_start": pa.array([f[2] for f in flows], pa.timestamp("us", tz="UTC")),
+        }
+    )
+    index = TerritoryIndex.of([ZZ, YY])
+    got = index.columns(tbl)
+    for k, end in enumerate((0, 1)):
+        expected = []
+        for f in flows:
+            inside = [t.code for t in (ZZ, YY) if _oracle_member(t, f[end], f[2])]
+            assert len(inside) <= 1
+            expected.append(inside[0] if inside else None)
+        assert got[k].cast(pa.string()).to_pylist() == expected
+
+
+def test_indexed_needs_every_file_and_the_current_profile() -> None:
+    now = {"zz": fingerprint(ZZ)}
+    assert indexed(ZZ, [now, now])
+    assert not indexed(ZZ, [now, {}])  # a file written before the index
+    assert not indexed(ZZ, [])  # nothing to read: no claim either
+    changed = parse_profile(PROFILE.replace("77.94.35.0/24", "77.94.34.0/23"), "zz.toml")
+    assert not indexed(changed, [now])
+    assert not indexed(YY, [now])
 
 
 def test_member_sql_of_empty_profile_is_false() -> None:

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from rogueflow.addr import ADDR_TYPE
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 METADATA_KEY = b"rogueflow.schema_version"
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -198,11 +198,23 @@ FIELDS: tuple[Field, ...] = (
         False,
         "Reference-data snapshot ids used to enrich this row, ';'-separated.",
     ),
+    # --- territory index (schema 4): written by the store from the territory profiles ----
+    Field(
+        "src_territory",
+        pa.string(),
+        True,
+        False,
+        "Watched territory (profile code, e.g. kp) whose prefixes held src_addr at ts_start, "
+        "among the built-in profiles the store indexes; null when none. Files written before "
+        "schema 4 hold nulls until `rogueflow enrich`.",
+    ),
+    Field("dst_territory", pa.string(), True, False, "Same for dst_addr."),
 )
 
 ENRICHMENT = (
     "src_country", "dst_country", "src_asn", "dst_asn", "src_as_org", "dst_as_org",
     "service", "category", "confidence", "evidence", "coin", "pool", "wallet", "intel",
+    "src_territory", "dst_territory",
 )  # fmt: skip
 
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
@@ -221,7 +233,7 @@ FLOW_SCHEMA = pa.schema(
 #: strings.
 DICTIONARY_COLUMNS = (
     "source_format", "source_id", "src_country", "dst_country", "src_as_org", "dst_as_org",
-    "service", "category", "evidence", "coin", "intel",
+    "service", "category", "evidence", "coin", "intel", "src_territory", "dst_territory",
 )  # fmt: skip
 DICTIONARY_TYPE = pa.dictionary(pa.int32(), pa.string())
 
@@ -297,8 +309,14 @@ def convert_2_to_3(table: pa.Table) -> pa.Table:
     return convert_1_to_2(table)
 
 
+def convert_3_to_4(table: pa.Table) -> pa.Table:
+    """Schema 4 adds src_territory and dst_territory, null (and not claimed by the file's
+    territory index, so never trusted) until the store writes the file again."""
+    return convert_1_to_2(table)
+
+
 #: MIGRATIONS[n] converts a table of version n to version n+1.
-MIGRATIONS: dict[int, Migration] = {1: convert_1_to_2, 2: convert_2_to_3}
+MIGRATIONS: dict[int, Migration] = {1: convert_1_to_2, 2: convert_2_to_3, 3: convert_3_to_4}
 
 
 def upgrade(table: pa.Table, version: int) -> pa.Table:
@@ -334,6 +352,13 @@ def markdown() -> str:
         "Columns computed in the `flows` view (not stored): `day` (UTC date of ts_start), "
         "`hour` (the UTC hour ts_start falls in), `src_ip`, `dst_ip` (text), "
         "`community_id` (Community ID v1, seed 0), `source_file`.",
+        "",
+        "Store files hold each day's flows that touch an indexed territory first, then the "
+        "rest, each block by `ts_start`; a file's footer key `rogueflow.territories` names "
+        "the territories it indexed with a fingerprint of their dated prefixes. A report "
+        "uses `src_territory`/`dst_territory` only when every file it reads indexed its "
+        "territory as the profile is now, and tests the prefixes otherwise "
+        "(see `rogueflow.enrich.territory`).",
         "",
     ]
     return "\n".join(lines)

@@ -51,8 +51,15 @@ import pyarrow as pa
 
 from rogueflow import territory as terr
 from rogueflow.analyze.engine import Engine, open_engine
-from rogueflow.enrich.territory import local_time_sql, member_sql, side_case
+from rogueflow.enrich.territory import (
+    fingerprint,
+    indexed,
+    local_time_sql,
+    member_sql,
+    side_case,
+)
 from rogueflow.errors import ConfigError, RogueflowError
+from rogueflow.store.flowstore import territory_claims
 from rogueflow.territory import Territory
 from rogueflow.workspace import Workspace
 
@@ -341,11 +348,22 @@ def _dedent(sql: str) -> str:
 BASE = "_scope_base"
 
 
-def _scope_filter(t: Territory, start: date, end: date) -> tuple[str, str, str]:
+def _scope_filter(t: Territory, start: date, end: date, indexed: bool) -> tuple[str, str, str]:
     """The window condition and whether the source and the destination are inside the
     territory, over the stored flows ``f`` (``flows_stored``: without the derived
-    columns of ``flows``, which the scope never reads)."""
+    columns of ``flows``, which the scope never reads). ``indexed``: every file read
+    holds the store's territory index for ``t`` as its profile is now, so membership
+    is its columns (see :mod:`rogueflow.enrich.territory`) instead of prefix tests."""
     window = f"f.ts_start >= {_ts(start)} AND f.ts_start < {_ts(end + timedelta(days=1))}"
+    if indexed:
+        code = t.code.replace("'", "''")
+        # named in the SQL (and so in every finding's provenance): which index answered
+        note = f"/* the store's territory index, {t.code} {fingerprint(t)} */"
+        return (
+            window,
+            f"(f.src_territory = '{code}' {note})",
+            f"(f.dst_territory = '{code}')",
+        )
     return (
         window,
         member_sql(t, "f.src_addr", "f.ts_start"),
@@ -353,11 +371,18 @@ def _scope_filter(t: Territory, start: date, end: date) -> tuple[str, str, str]:
     )
 
 
-def base_sql(t: Territory, start: date, end: date, dialect: Dialect = DIALECTS["duckdb"]) -> str:
+def base_sql(
+    t: Territory,
+    start: date,
+    end: date,
+    dialect: Dialect = DIALECTS["duckdb"],
+    *,
+    indexed: bool = False,
+) -> str:
     """The flows in scope: inside the UTC days ``start``..``end`` with at least one end in
     the territory, with their side (materialised once as ``_scope_base``: the one scan
     of the store; the window, its first and last flow are then read from it)."""
-    window, s_in, d_in = _scope_filter(t, start, end)
+    window, s_in, d_in = _scope_filter(t, start, end, indexed)
     # the sides are resolved here, once: the table holds the inside and outside end and
     # the outside end's enrichment only, not both ends' (memory: strings dominate it).
     # Membership is computed once per end as a boolean (si, di) and every swap reads it.
@@ -438,7 +463,13 @@ def open_scope(
     eng = open_engine(ws, engine, spark_master=spark_master)
     try:
         dialect = DIALECTS[eng.name]
-        base = base_sql(t, start or date(1970, 1, 1), end or date(2099, 12, 31), dialect)
+        base = base_sql(
+            t,
+            start or date(1970, 1, 1),
+            end or date(2099, 12, 31),
+            dialect,
+            indexed=indexed(t, territory_claims(eng.files)),
+        )
         probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
         try:
             # one scan of the store; every analysis then reads memory (both engines

@@ -122,6 +122,8 @@ class Engine(Protocol):
     name: str
     ws: Workspace
     store: FlowStore
+    #: the committed store files the views read (as of the last refresh)
+    files: list[Path]
     #: exceptions a failing query raises (the scope names the analysis query in its error)
     errors: tuple[type[BaseException], ...]
 

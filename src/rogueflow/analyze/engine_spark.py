@@ -32,6 +32,7 @@ import shutil
 import sys
 import warnings
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -193,6 +194,7 @@ class SparkEngine:
             self.spark.conf.set(key, value)
         self._cached: list[str] = []
         self.store = FlowStore(workspace)
+        self.files: list[Path] = []
         try:
             self._register_helpers()
             self.refresh()
@@ -234,7 +236,8 @@ class SparkEngine:
 
     def refresh(self) -> None:
         """(Re)build the views over the currently committed files."""
-        files = [os.fspath(p) for p in self.store.files()]
+        self.files = self.store.files()  # what flows_stored reads
+        files = [os.fspath(p) for p in self.files]
         sources = self.store.catalog.sources()
         self.spark.createDataFrame(
             [(s.source_id, s.path) for s in sources], "source_id string, source_path string"

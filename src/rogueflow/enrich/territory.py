@@ -14,14 +14,21 @@ by the reference-data stage when a snapshot is available.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rogueflow import addr
-from rogueflow.territory import Territory, utc_offsets
+from rogueflow.territory import Territory, builtin_codes, load_builtin, utc_offsets
+
+U64 = npt.NDArray[np.uint64]
 
 SIDE_OUT = "out"  # the territory is the source: traffic leaving it
 SIDE_IN = "in"  # the territory is the destination
@@ -89,6 +96,12 @@ def member_mask(
     t: Territory, addrs: pa.Array | pa.ChunkedArray, ts_us: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.bool_]:
     hi_half, lo_half = addr.to_u64_pair(addrs)
+    return _member_pairs(t, hi_half, lo_half, ts_us)
+
+
+def _member_pairs(
+    t: Territory, hi_half: U64, lo_half: U64, ts_us: npt.NDArray[np.int64]
+) -> npt.NDArray[np.bool_]:
     mask = np.zeros(len(ts_us), dtype=bool)
     for p in t.prefixes:
         lo, hi = p.range
@@ -96,9 +109,15 @@ def member_mask(
         hi_h, hi_l = int.from_bytes(hi[:8], "big"), int.from_bytes(hi[8:], "big")
         above = (hi_half > lo_h) | ((hi_half == lo_h) & (lo_half >= np.uint64(lo_l)))
         below = (hi_half < hi_h) | ((hi_half == hi_h) & (lo_half <= np.uint64(hi_l)))
-        vf = int(p.valid.valid_from.timestamp() * 1_000_000)
-        vt = int(min(p.valid.valid_to, _MAX_TS).timestamp() * 1_000_000)
-        mask |= above & below & (ts_us >= vf) & (ts_us < vt)
+        inside = above & below
+        if not inside.any():
+            continue
+        # bounds as member_sql applies them: only inside (_MIN_TS, _MAX_TS)
+        if p.valid.valid_from > _MIN_TS:
+            inside &= ts_us >= int(p.valid.valid_from.timestamp() * 1_000_000)
+        if p.valid.valid_to < _MAX_TS:
+            inside &= ts_us < int(p.valid.valid_to.timestamp() * 1_000_000)
+        mask |= inside
     return mask
 
 
@@ -125,3 +144,108 @@ def local_times(t: Territory, ts_us: npt.NDArray[np.int64]) -> npt.NDArray[np.in
     offs = np.array([s[1] * 1_000_000 for s in steps], dtype=np.int64)
     idx = np.searchsorted(bounds, ts_us, side="right") - 1
     return ts_us + offs[np.clip(idx, 0, None)]
+
+
+# --- the store's territory index ------------------------------------------------------
+#
+# The store writes, for every flow, which indexed territory held its source and its
+# destination (``src_territory``, ``dst_territory``) and sorts each file's flows that
+# touch one first. A report then selects its scope by comparing a small dictionary
+# column instead of testing 16-byte addresses against prefix ranges, and the engine
+# skips the untouched flows' other columns. Each file names, in its footer, the
+# territories it indexed with a fingerprint of their address space; a query trusts the
+# columns for a territory only when every file it reads carries that territory's
+# current fingerprint (else it tests the prefixes, as for a --territory-file profile).
+
+#: Parquet footer key of a store file's territory index: JSON {code: fingerprint}.
+INDEX_KEY = b"rogueflow.territories"
+
+
+def fingerprint(t: Territory) -> str:
+    """A hash of what membership depends on: the code and the dated prefixes."""
+    space = [
+        [p.cidr, p.valid.valid_from.isoformat(), p.valid.valid_to.isoformat()] for p in t.prefixes
+    ]
+    text = json.dumps([t.code, sorted(space)], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _overlap(a: Territory, b: Territory) -> bool:
+    for p in a.prefixes:
+        plo, phi = p.range
+        for q in b.prefixes:
+            qlo, qhi = q.range
+            if (
+                plo <= qhi
+                and qlo <= phi
+                and (
+                    p.valid.valid_from < q.valid.valid_to and q.valid.valid_from < p.valid.valid_to
+                )
+            ):
+                return True
+    return False
+
+
+@dataclass(frozen=True)
+class TerritoryIndex:
+    """Territories whose membership the store writes into every flow.
+
+    A territory is indexed when it names prefixes and none of them overlaps (in
+    space and time) a territory indexed before it, so that one column per end holds
+    the answer for each indexed territory exactly.
+    """
+
+    territories: tuple[Territory, ...]
+
+    @classmethod
+    def of(cls, candidates: list[Territory]) -> TerritoryIndex:
+        kept: list[Territory] = []
+        for t in candidates:
+            if t.prefixes and not any(_overlap(t, k) for k in kept):
+                kept.append(t)
+        return cls(tuple(kept))
+
+    @property
+    def claim(self) -> dict[str, str]:
+        return {t.code: fingerprint(t) for t in self.territories}
+
+    def footer(self) -> bytes:
+        return json.dumps(self.claim, sort_keys=True, separators=(",", ":")).encode()
+
+    def columns(self, table: pa.Table) -> tuple[pa.DictionaryArray, pa.DictionaryArray]:
+        """``src_territory`` and ``dst_territory`` of a canonical flow table."""
+        ts_us = pc.cast(table.column("ts_start"), pa.int64()).to_numpy()
+        names = pa.array([t.code for t in self.territories], pa.string())
+        out = []
+        for end in ("src", "dst"):
+            hi_half, lo_half = addr.to_u64_pair(table.column(f"{end}_addr"))
+            code = np.full(len(ts_us), -1, dtype=np.int32)
+            for k, t in enumerate(self.territories):
+                code[_member_pairs(t, hi_half, lo_half, ts_us) & (code < 0)] = k
+            out.append(
+                pa.DictionaryArray.from_arrays(pa.array(code, pa.int32(), mask=code < 0), names)
+            )
+        return out[0], out[1]
+
+
+@cache
+def builtin_index() -> TerritoryIndex:
+    """The index the store writes: the built-in profiles that name prefixes."""
+    return TerritoryIndex.of([load_builtin(c) for c in builtin_codes()])
+
+
+def indexed(t: Territory, claims: list[dict[str, str]]) -> bool:
+    """Whether the files with these footer ``claims`` all index ``t`` as it is now."""
+    fp = fingerprint(t)
+    return bool(claims) and all(c.get(t.code) == fp for c in claims)
+
+
+def read_claim(raw: bytes | None) -> dict[str, str]:
+    """A file footer's index (empty for files written before the index existed)."""
+    if not raw:
+        return {}
+    try:
+        got = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in got.items()} if isinstance(got, dict) else {}

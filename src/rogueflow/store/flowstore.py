@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rogueflow.enrich.territory import INDEX_KEY, builtin_index, read_claim
 from rogueflow.errors import StoreError
 from rogueflow.schema import (
     DICTIONARY_COLUMNS,
@@ -416,17 +418,14 @@ def _int64_values(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
 def _write_day(
     parts: list[tuple[pa.Table, I64 | None]], dest: Path, row_group_rows: int, zstd_level: int
 ) -> None:
-    """Gather one day's rows in ts_start order (stable) with one take, and write them."""
-    write_flow_table(gather_sorted(parts), dest, row_group_rows, zstd_level)
+    """Write one day's picked rows in store order (one gather, in write_flow_table)."""
+    whole, rows = concat_parts(parts)
+    write_flow_table(whole, dest, row_group_rows, zstd_level, rows=rows)
 
 
-def gather_sorted(parts: list[tuple[pa.Table, I64 | None]]) -> pa.Table:
-    """The picked rows of ``parts`` (``None``: all rows), sorted by ts_start (stable).
-
-    The batches are concatenated without copying; the only copy is one gather, skipped
-    when the rows are already every row in order. A column null in every batch is made
-    anew rather than gathered (readers leave many optional columns empty).
-    """
+def concat_parts(parts: list[tuple[pa.Table, I64 | None]]) -> tuple[pa.Table, I64 | None]:
+    """The batches of ``parts`` concatenated without copying, and the rows picked from
+    them (``None``: every row)."""
     tables, picks, offset = [], [], 0
     for table, picked in parts:
         tables.append(table)
@@ -436,25 +435,51 @@ def gather_sorted(parts: list[tuple[pa.Table, I64 | None]]) -> pa.Table:
             picks.append(picked + offset)
         offset += table.num_rows
     whole = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-    index = np.concatenate(picks) if len(picks) > 1 else picks[0]
-    us = _int64_values(whole.column("ts_start"))[index]
+    if all(picked is None for _, picked in parts):
+        return whole, None
+    return whole, np.concatenate(picks) if len(picks) > 1 else picks[0]
+
+
+def store_order(table: pa.Table, rows: I64 | None) -> I64 | None:
+    """The store's row order of ``rows`` of ``table`` (``None``: all, already in order).
+
+    Flows touching an indexed territory come first, then the rest, each by ts_start
+    (stable): the engine skips the other columns of the untouched block when a query
+    selects a territory, and ts_start stays sorted within each block.
+    """
+    index = np.arange(table.num_rows, dtype=np.int64) if rows is None else rows
+    us = _int64_values(table.column("ts_start"))[index]
     if len(us) > 1 and not (us[1:] >= us[:-1]).all():
         index = index[np.argsort(us, kind="stable")]
-    if len(index) == whole.num_rows and (index == np.arange(len(index))).all():
-        return whole
+    touch = np.zeros(table.num_rows, dtype=bool)
+    for name in ("src_territory", "dst_territory"):
+        col = table.column(name)
+        if col.null_count < len(col):
+            touch |= pc.is_valid(col).to_numpy(zero_copy_only=False)
+    picked = touch[index]
+    if 0 < picked.sum() < len(index) and not picked[: picked.sum()].all():
+        index = np.concatenate((index[picked], index[~picked]))
+    if len(index) == table.num_rows and (index == np.arange(len(index))).all():
+        return None
+    return index
+
+
+def _take(table: pa.Table, index: I64) -> pa.Table:
+    """Rows ``index`` of ``table``; a column null in every row is made anew rather than
+    gathered (readers leave many optional columns empty)."""
     at = pa.array(index)
     columns = [
         pa.nulls(len(index), col.type) if col.null_count == len(col) else col.take(at)
-        for col in whole.columns
+        for col in table.columns
     ]
-    return pa.Table.from_arrays(columns, schema=whole.schema)
+    return pa.Table.from_arrays(columns, schema=table.schema)
 
 
 #: Columns whose row-group min/max statistics are written: what queries filter on.
 #: Statistics of the label strings cost a tenth of the write time and prune nothing.
 STATISTICS_COLUMNS = [
     "ts_start", "ts_end", "src_addr", "dst_addr", "src_port", "dst_port", "proto",
-    "src_asn", "dst_asn", "source_id",
+    "src_asn", "dst_asn", "source_id", "src_territory", "dst_territory",
 ]  # fmt: skip
 
 #: Dictionary-encoded in Parquet: the DICTIONARY_COLUMNS (written from their Arrow
@@ -467,10 +492,24 @@ PARQUET_DICTIONARY = [
 ]  # fmt: skip
 
 
-def write_flow_table(table: pa.Table, dest: Path, row_group_rows: int, zstd_level: int) -> None:
-    """Write one store file (the caller syncs before committing it to the catalog)."""
+def write_flow_table(
+    table: pa.Table, dest: Path, row_group_rows: int, zstd_level: int, *, rows: I64 | None = None
+) -> None:
+    """Write ``rows`` of ``table`` (default all) as one store file: the territory index
+    computed (src_territory, dst_territory, and the footer naming what was indexed),
+    in store order (:func:`store_order`). The caller syncs before committing it."""
     if table.schema != STORE_SCHEMA:
         table = table.cast(STORE_SCHEMA)
+    index = builtin_index()
+    src_t, dst_t = index.columns(table)
+    table = table.set_column(table.schema.get_field_index("src_territory"), "src_territory", src_t)
+    table = table.set_column(table.schema.get_field_index("dst_territory"), "dst_territory", dst_t)
+    order = store_order(table, rows)
+    if order is not None:
+        table = _take(table, order)
+    table = table.replace_schema_metadata(
+        {**(STORE_SCHEMA.metadata or {}), INDEX_KEY: index.footer()}
+    )
     pq.write_table(
         table,
         dest,
@@ -500,6 +539,11 @@ def read_store_file(path: Path) -> pa.Table:
     version = int(meta.get(METADATA_KEY, b"1"))
     # only current-version files hold dictionaries; the migrations never see one
     return upgrade(table, version).cast(FLOW_SCHEMA)
+
+
+def territory_claims(paths: Iterable[Path]) -> list[dict[str, str]]:
+    """The territory index each store file's footer names (see enrich.territory)."""
+    return [read_claim((pq.read_metadata(p).metadata or {}).get(INDEX_KEY)) for p in paths]
 
 
 def _day_name(day_index: int) -> str:
