@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,7 +15,7 @@ import pytest
 
 from rogueflow import addr
 from rogueflow.analyze import builtin_analyses, load_profile, open_scope, parse_baseline, stats
-from rogueflow.analyze.context import ProfileInfo
+from rogueflow.analyze.context import ProfileInfo, quarter_hours
 from rogueflow.analyze.pattern import PatternOfLife
 from rogueflow.analyze.volume import VolumeGrowth
 from rogueflow.enrich.territory import INDEX_KEY, fingerprint, member_mask, read_claim
@@ -24,6 +24,7 @@ from rogueflow.findings import Check, fold, grade
 from rogueflow.ops import enrich_store, ingest_paths
 from rogueflow.schema import METADATA_KEY
 from rogueflow.store.flowstore import FlowStore
+from rogueflow.territory import load_builtin
 from rogueflow.workspace import Workspace
 
 PYONGYANG = ZoneInfo("Asia/Pyongyang")
@@ -416,10 +417,11 @@ def test_empty_territory_is_an_error(tmp_path: Path) -> None:
 
 def test_queries_are_recorded_and_portable(outputs) -> None:  # type: ignore[no-untyped-def]
     log = outputs[2]
-    assert [q.label for q in log[:2]] == ["view _scope_base", "view territory_flows"]
-    for q in log[2:]:  # analysis queries read only the scope view, the snapshot ids too
+    views = ["view _scope_base", "view territory_flows", "view territory_rollup"]
+    assert [q.label for q in log[:3]] == views
+    for q in log[3:]:  # analysis queries read only the scope views, the snapshot ids too
         sql = q.sql
-        assert "territory_flows" in sql
+        assert "territory_flows" in sql or "territory_rollup" in sql
         assert "isodow" not in sql and "::" not in sql  # engine spellings stay in the view
 
 
@@ -569,3 +571,16 @@ def test_scope_reads_the_territory_index_only_where_every_file_holds_it(tmp_path
     got, sql = _scope_rows(ws, load_profile("kp", wider))
     assert "unhex" in sql
     assert len(got) > len(want)
+
+
+def test_rollups_answer_only_on_quarter_hours() -> None:
+    kp = load_builtin("kp")
+    d = datetime(2017, 1, 1, tzinfo=UTC), datetime(2019, 11, 30, tzinfo=UTC)
+    assert quarter_hours(kp, *d)  # +08:30, +09:00 from 2018-05-04 15:00 UTC
+    assert quarter_hours(replace(kp, timezone="Asia/Kathmandu"), *d)  # +05:45
+    late = (time(8, 20), time(17, 0))
+    assert not quarter_hours(replace(kp, business_hours=late), *d)
+    # Liberia kept its 1919 offset of -00:44:30 until 1972
+    old = datetime(1971, 1, 1, tzinfo=UTC), datetime(1971, 1, 5, tzinfo=UTC)
+    assert not quarter_hours(replace(kp, timezone="Africa/Monrovia"), *old)
+    assert quarter_hours(replace(kp, timezone="Africa/Monrovia"), *d)

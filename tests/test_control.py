@@ -7,8 +7,13 @@ moderate or high confidence. Every finding says whether it asserts its behaviour
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from rogueflow.report import build_report
 from tests.conftest import DemoRun
 
 #: findings whose behaviour the reference scenario has and the control lacks
@@ -67,3 +72,25 @@ def test_category_pattern_follows_people_not_machines(demo_reference: DemoRun) -
     assert t["2019"]["email"]["weekend_share"] < t["2017"]["email"]["weekend_share"] - 0.1
     assert m["business_hours_change_pp_email"]["low"] > 20
     assert m["weekday_share_email_2019"]["value"] > m["weekday_share_email_2017"]["value"] + 0.15
+
+
+def test_rollups_answer_as_the_flows_do(
+    demo_reference: DemoRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo's report read its trends from the roll-ups; the same report read from the
+    flows alone (use_rollups = 0) has the same findings and charts, number for number."""
+    sqls = {q["sql"] for f in demo_reference.doc["findings"] for q in f["provenance"]["queries"]}
+    assert any("FROM territory_rollup" in s for s in sqls)
+    monkeypatch.setenv("ROGUEFLOW_USE_ROLLUPS", "0")
+    events = demo_reference.input / "events.csv"
+    raw = build_report(demo_reference.ws, "kp", events=events, out=tmp_path / "raw")
+    doc = json.loads((raw.out_dir / "findings.json").read_text())
+    assert not any(
+        "territory_rollup" in q["sql"] for f in doc["findings"] for q in f["provenance"]["queries"]
+    )
+
+    def plain(d: dict[str, Any]) -> dict[str, Any]:
+        return {f["id"]: {k: v for k, v in f.items() if k != "provenance"} for f in d["findings"]}
+
+    assert plain(doc) == plain(demo_reference.doc)
+    assert doc["charts"] == demo_reference.doc["charts"]

@@ -30,6 +30,7 @@ from rogueflow.ops import ingest_paths
 from rogueflow.schema import MEASURED
 from rogueflow.store.catalog import Catalog
 from rogueflow.store.flowstore import FlowStore, file_sha256
+from rogueflow.store.rollup import QUARTER_US, rollup_path
 from rogueflow.workspace import Workspace
 from tests.strategies import flow_tables
 
@@ -66,7 +67,12 @@ def write_csv(
 
 
 def store_parquet_files(ws: Workspace) -> set[str]:
-    return {p.relative_to(ws.flows_dir).as_posix() for p in ws.flows_dir.rglob("*.parquet")}
+    return {p.relative_to(ws.flows_dir).as_posix() for p in ws.flows_dir.glob("day=*/*.parquet")}
+
+
+def rollup_parquet_files(ws: Workspace) -> set[str]:
+    root = rollup_path(ws.flows_dir, "")
+    return {p.relative_to(root).as_posix() for p in root.rglob("*.parquet")}
 
 
 def staged_files(ws: Workspace) -> list[Path]:
@@ -96,7 +102,7 @@ def test_same_file_twice_is_skipped_and_force_replaces(tmp_path: Path) -> None:
     assert (first.rows, first.skipped, first.replaced) == (5_000, False, False)
     assert first.files == 3
     files_before = store_parquet_files(ws)
-    assert files_before == catalog_files(ws)
+    assert files_before == catalog_files(ws) == rollup_parquet_files(ws)
 
     # the same content under another name is the same source
     copy = tmp_path / "copy-of-a.csv"
@@ -114,6 +120,7 @@ def test_same_file_twice_is_skipped_and_force_replaces(tmp_path: Path) -> None:
     assert len(files_after) == len(files_before)
     assert files_after.isdisjoint(files_before), "force must write new files"
     assert files_after == catalog_files(ws), "the replaced files must be deleted"
+    assert rollup_parquet_files(ws) == files_after, "and their roll-ups with them"
     assert count(ws) == 5_000
     cat = Catalog(ws.catalog_path)
     try:
@@ -178,7 +185,7 @@ def test_sigkill_midway_leaves_nothing_and_rerun_completes(
     assert count(ws, f"source_file = '{big.resolve()}'") == n_big
     assert count(ws) == 2_000 + n_big
     # no orphans: the files on disk are exactly the catalog's, staging is empty
-    assert store_parquet_files(ws) == catalog_files(ws)
+    assert store_parquet_files(ws) == catalog_files(ws) == rollup_parquet_files(ws)
     assert staged_files(ws) == []
 
 
@@ -210,7 +217,7 @@ def test_bad_row_in_the_middle_leaves_nothing(tmp_path: Path) -> None:
     assert "sa" in err.problem and "10.0.0.999" in err.problem
     assert max(staged_during) > 0, "the test must fail after files were staged"
     assert staged_files(ws) == []
-    assert store_parquet_files(ws) == set()
+    assert store_parquet_files(ws) == set() == rollup_parquet_files(ws)
     assert count(ws) == 0
     cat = Catalog(ws.catalog_path)
     try:
@@ -349,3 +356,60 @@ def test_concurrent_ingests_of_one_file_store_it_once(tmp_path: Path) -> None:
     ws = Workspace(ws_dir)
     assert count(ws) == 50_000
     assert store_parquet_files(ws) == catalog_files(ws)
+
+
+def test_rollups_sum_the_territory_flows_per_quarter_hour(tmp_path: Path) -> None:
+    """Each store file's roll-up holds exactly its flows touching an indexed territory,
+    grouped by UTC quarter-hour and the roll-up keys; they leave with their source."""
+    ws = Workspace(tmp_path / "ws")
+    src = write_csv(tmp_path / "a.csv", 4_000, days=2, seed=5)
+    kp = tmp_path / "kp.csv"
+    rng = np.random.default_rng(9)
+    t0 = int(datetime(2017, 3, 1, tzinfo=UTC).timestamp())
+    with open(kp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ts", "sa", "da", "pr", "ipkt", "ibyt"])
+        for k in range(1_500):
+            inside = f"175.45.{176 + k % 4}.{k % 250}"
+            other = ["8.8.8.8", "210.52.109.7", "77.94.35.200", "1.2.3.4"][k % 4]
+            pair = (inside, other) if k % 3 else (other, inside)
+            w.writerow([t0 + int(rng.integers(0, 2 * 86_400)), *pair, "tcp", k % 7 + 1, 60 * k])
+    ingest_paths(ws, [src, kp])
+    assert rollup_parquet_files(ws) == catalog_files(ws)
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        for rel in catalog_files(ws):
+            flows = str(ws.flows_dir / rel)
+            want = con.execute(
+                f"""SELECT epoch_us(ts_start) // {QUARTER_US} AS q, src_territory, dst_territory,
+                           category, count(*), sum(packets), sum(bytes), sum(rev_bytes)
+                    FROM read_parquet(?) WHERE src_territory IS NOT NULL
+                       OR dst_territory IS NOT NULL
+                    GROUP BY ALL ORDER BY ALL""",
+                [flows],
+            ).fetchall()
+            got = con.execute(
+                f"""SELECT epoch_us(qh) // {QUARTER_US} AS q, src_territory, dst_territory,
+                           category, sum(flows), sum(packets), sum(bytes), sum(rev_bytes)
+                    FROM read_parquet(?) GROUP BY ALL ORDER BY ALL""",
+                [str(rollup_path(ws.flows_dir, rel))],
+            ).fetchall()
+            assert got == want
+            if rel.split("/")[1].startswith(file_sha256(kp)[:16]):
+                assert len(want) > 50  # the kp flows' files roll up something
+    finally:
+        con.close()
+    # removing a source removes its roll-ups; an orphan roll-up is swept
+    store = FlowStore(ws)
+    try:
+        store.remove_source(file_sha256(kp)[:16])
+        assert rollup_parquet_files(ws) == catalog_files(ws)
+        orphan = rollup_path(ws.flows_dir, "day=2017-03-01/orphan.parquet")
+        orphan.write_bytes(b"x")
+        with ws.write_lock():
+            store.sweep()
+        assert not orphan.exists()
+        assert rollup_parquet_files(ws) == catalog_files(ws)
+    finally:
+        store.close()

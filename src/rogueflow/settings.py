@@ -108,6 +108,15 @@ SETTINGS: tuple[Setting, ...] = (
         "files (0: none; about 28 bytes per flow in scope).",
         env="ROGUEFLOW_SCOPE_CACHE",
     ),
+    Setting(
+        "use_rollups",
+        int,
+        1,
+        "1: a report reads its address-free trends (flows and bytes per day, month, side "
+        "and local time) from the store's roll-ups when they can answer; 0: always from "
+        "the flows (the answers are the same).",
+        env="ROGUEFLOW_USE_ROLLUPS",
+    ),
 )
 
 BY_NAME = {s.name: s for s in SETTINGS}

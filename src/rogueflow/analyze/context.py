@@ -60,10 +60,30 @@ from rogueflow.enrich.territory import (
 )
 from rogueflow.errors import ConfigError, RogueflowError
 from rogueflow.store.flowstore import territory_claims
-from rogueflow.territory import Territory
+from rogueflow.territory import Territory, utc_offsets
 from rogueflow.workspace import Workspace
 
 VIEW = "territory_flows"
+ROLLUP_VIEW = "territory_rollup"
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Where a query of address-free trends reads: the roll-ups when they can answer
+    (see :mod:`rogueflow.store.rollup`), else the flows. Its columns are
+    ``ts_utc`` (the flow's, or its quarter-hour's), ``day``, ``year``, ``month``,
+    ``side``, the ``local_*`` columns, ``category``, ``service``, ``coin``, ``proto``,
+    ``sampling_rate``, ``source_id``, ``flow_bytes`` and ``flow_packets``; count flows
+    with ``flows`` (an aggregate expression) and weigh a row with ``weight``."""
+
+    view: str = VIEW
+    flows: str = "count(*)"
+    weight: str = "1"
+
+
+ROLLUP_TREND = Trend(ROLLUP_VIEW, "sum(flows)", "flows")
+#: the columns a trend query may group by besides time
+TREND_COLUMNS = ("side", "category", "service", "coin", "proto", "sampling_rate", "source_id")
 
 
 @dataclass(frozen=True)
@@ -144,6 +164,7 @@ class Scope:
     flows: int
     baseline: tuple[date, date] | None = None  # comparison window given by the user
     dialect: Dialect = DIALECTS["duckdb"]
+    trend: Trend = Trend()
     log: list[QueryRecord] = field(default_factory=list)
     _cache: dict[str, pa.Table] = field(default_factory=dict)
     _traces: list[list[QueryRecord]] = field(default_factory=list)
@@ -206,9 +227,9 @@ class Scope:
         return self.query(
             "daily series",
             f"""
-            SELECT day, count(*) AS flows, sum(flow_bytes) AS bytes,
+            SELECT day, {self.trend.flows} AS flows, sum(flow_bytes) AS bytes,
                    sum(flow_packets) AS packets
-            FROM {VIEW} GROUP BY day ORDER BY day
+            FROM {self.trend.view} GROUP BY day ORDER BY day
             """,
         )
 
@@ -414,6 +435,54 @@ def base_sql(
     """
 
 
+def rollup_sql(
+    t: Territory, start: date, end: date, first: datetime, last: datetime, dialect: Dialect
+) -> str:
+    """``territory_rollup``: the roll-up rows (view ``flows_rollup``) of the window that
+    touch the territory, with the columns of :class:`Trend` derived as for flows."""
+    code = t.code.replace("'", "''")
+    local = local_time_sql(t, "s.ts_utc", first, last + timedelta(seconds=1), dialect.seconds)
+    wd = dialect.weekday.format(x="l.local_ts")
+    return f"""
+    SELECT l.*,
+           EXTRACT(YEAR FROM l.ts_utc) AS year,
+           EXTRACT(MONTH FROM l.ts_utc) AS month,
+           CAST(l.local_ts AS DATE) AS local_day,
+           {wd} AS local_weekday,
+           EXTRACT(HOUR FROM l.local_ts) AS local_hour,
+           EXTRACT(HOUR FROM l.local_ts) * 60 + EXTRACT(MINUTE FROM l.local_ts) AS local_minute
+    FROM (
+      SELECT s.ts_utc, CAST(s.ts_utc AS DATE) AS day,
+             {side_case("s.si", "s.di")} AS side,
+             s.category, s.service, s.coin, s.proto, s.sampling_rate, s.source_id, s.flows,
+             CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
+             CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
+             {local} AS local_ts
+      FROM (
+        SELECT {dialect.naive.format(x="r.qh")} AS ts_utc, r.category, r.service, r.coin,
+               r.proto, r.sampling_rate, r.source_id, r.flows, r.packets, r.bytes,
+               r.rev_packets, r.rev_bytes,
+               r.src_territory = '{code}' AS si, r.dst_territory = '{code}' AS di
+        FROM flows_rollup r
+        WHERE r.qh >= {_ts(start)} AND r.qh < {_ts(end + timedelta(days=1))}
+          AND (r.src_territory = '{code}' OR r.dst_territory = '{code}')
+      ) s
+    ) l
+    """
+
+
+def quarter_hours(t: Territory, first: datetime, last: datetime) -> bool:
+    """Whether local time at quarter-hour resolution classifies every flow as its own
+    time would: each UTC offset of the window and each change of it on a quarter-hour,
+    and business hours starting and ending on one."""
+    steps = utc_offsets(t.timezone, first, last + timedelta(seconds=1))
+    q = 15 * 60
+    offsets = all(off % q == 0 for _, off in steps)
+    changes = all(int(since.timestamp()) % q == 0 for since, _ in steps[1:])
+    hours = all((b.hour * 60 + b.minute) % 15 == 0 and not b.second for b in t.business_hours)
+    return offsets and changes and hours
+
+
 def view_sql(t: Territory, first: datetime, last: datetime, dialect: Dialect) -> str:
     """``territory_flows`` over ``_scope_base`` (see the module docstring): sides, local
     time (the zone's offsets between the first and last flow) and totals."""
@@ -463,12 +532,13 @@ def open_scope(
     eng = open_engine(ws, engine, spark_master=spark_master)
     try:
         dialect = DIALECTS[eng.name]
+        index_used = indexed(t, territory_claims(eng.files))
         base = base_sql(
             t,
             start or date(1970, 1, 1),
             end or date(2099, 12, 31),
             dialect,
-            indexed=indexed(t, territory_claims(eng.files)),
+            indexed=index_used,
         )
         probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
         try:
@@ -503,6 +573,18 @@ def open_scope(
         eng.create_view(VIEW, view)
         scope.log.append(QueryRecord(f"view {BASE}", _dedent(base)))
         scope.log.append(QueryRecord(f"view {VIEW}", _dedent(view)))
+        rollups = eng.store.rollups(eng.files)
+        if (
+            index_used
+            and rollups
+            and int(ws.setting("use_rollups"))
+            and quarter_hours(t, first, last)
+        ):
+            eng.parquet_view("flows_rollup", rollups)
+            trends = rollup_sql(t, scope.start, scope.end, first, last, dialect)
+            eng.create_view(ROLLUP_VIEW, trends)
+            scope.log.append(QueryRecord(f"view {ROLLUP_VIEW}", _dedent(trends)))
+            scope.trend = ROLLUP_TREND
         return scope
     except BaseException:
         eng.close()

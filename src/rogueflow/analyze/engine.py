@@ -133,6 +133,8 @@ class Engine(Protocol):
 
     def create_view(self, name: str, query: str, *, materialise: bool = False) -> None: ...
 
+    def parquet_view(self, name: str, files: list[Path]) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -280,6 +282,14 @@ class DuckDBEngine:
             )
             rows = f"SELECT * FROM {name}__empty"
         self.con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {rows}")
+
+    def parquet_view(self, name: str, files: list[Path]) -> None:
+        """A temporary view over Parquet files of one schema (at least one file)."""
+        listing = ", ".join(_quote(os.fspath(f)) for f in files)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMPORARY VIEW {name} AS "
+            f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"
+        )
 
     def close(self) -> None:
         self.con.close()

@@ -284,6 +284,10 @@ class SparkEngine:
         else:
             self.spark.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {query}")
 
+    def parquet_view(self, name: str, files: list[Path]) -> None:
+        """A temporary view over Parquet files of one schema (at least one file)."""
+        self.spark.read.parquet(*(os.fspath(f) for f in files)).createOrReplaceTempView(name)
+
     def close(self) -> None:
         try:
             for name in self._cached:

@@ -25,7 +25,7 @@ import numpy as np
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.base import AnalysisOutput, provenance
-from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.context import TREND_COLUMNS, Scope, Trend
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
 from rogueflow.territory import Territory, utc_offsets
 from rogueflow.territory.profile import DAY_NAMES
@@ -82,25 +82,27 @@ class PatternOfLife:
         working = ", ".join(str(d) for d in sorted(t.working_days)) or "-1"
         bh0, bh1 = (_minutes(x) for x in t.business_hours)
         split_col = f", {self.split}" if self.split else ""
+        # the split must be a column of the roll-ups too to read them (side, category …)
+        tr = scope.trend if self.split is None or self.split in TREND_COLUMNS else Trend()
         with scope.trace() as used:
             clusters = scope.rows(
                 "pattern: flows per local day",
                 f"""
-                SELECT year, local_day, local_weekday{split_col}, count(*) AS flows,
+                SELECT year, local_day, local_weekday{split_col}, {tr.flows} AS flows,
                        CAST(sum(CASE WHEN local_weekday IN ({working}) AND local_minute >= {bh0}
-                                AND local_minute < {bh1} THEN 1 ELSE 0 END) AS BIGINT)
+                                AND local_minute < {bh1} THEN {tr.weight} ELSE 0 END) AS BIGINT)
                            AS business_hours,
                        CAST(sum(CASE WHEN local_hour >= {EVENING[0]} AND local_hour < {EVENING[1]}
-                                THEN 1 ELSE 0 END) AS BIGINT) AS evening
-                FROM {VIEW}
+                                THEN {tr.weight} ELSE 0 END) AS BIGINT) AS evening
+                FROM {tr.view}
                 GROUP BY year, local_day, local_weekday{split_col}
                 ORDER BY year, local_day""",
             )
             cells = scope.rows(
                 "pattern: hour x weekday",
                 f"""
-                SELECT year, local_weekday, local_hour, count(*) AS flows
-                FROM {VIEW} GROUP BY year, local_weekday, local_hour""",
+                SELECT year, local_weekday, local_hour, {tr.flows} AS flows
+                FROM {tr.view} GROUP BY year, local_weekday, local_hour""",
             )
             years = sorted({r["year"] for r in clusters})
             per_year = {y: self._year(t, [r for r in clusters if r["year"] == y]) for y in years}

@@ -355,8 +355,8 @@ class VolumeGrowth:
         rows = scope.rows(
             "monthly flows by side",
             f"""
-            SELECT year, month, side, count(*) AS flows, sum(flow_bytes) AS bytes
-            FROM {VIEW} GROUP BY year, month, side ORDER BY year, month, side""",
+            SELECT year, month, side, {scope.trend.flows} AS flows, sum(flow_bytes) AS bytes
+            FROM {scope.trend.view} GROUP BY year, month, side ORDER BY year, month, side""",
         )
         months = sorted({f"{r['year']:04d}-{r['month']:02d}" for r in rows})
         series: dict[str, list[float]] = {}

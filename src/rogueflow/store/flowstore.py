@@ -46,6 +46,7 @@ from rogueflow.schema import (
     upgrade,
 )
 from rogueflow.store.catalog import Catalog, Source, StoredFile, now_iso
+from rogueflow.store.rollup import rollup_path, write_rollup
 from rogueflow.store.rows import I64, Rows, unpack
 from rogueflow.workspace import Workspace
 
@@ -134,11 +135,8 @@ class FlowStore:
                 first_ts, last_ts = writer.time_range()
                 final: list[StoredFile] = []
                 for rel, day, rows in staged:
-                    dest = self.ws.flows_dir / rel
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    src = stage / rel
-                    size = src.stat().st_size
-                    os.replace(src, dest)
+                    size = (stage / rel).stat().st_size
+                    self._move_in(stage, rel)
                     final.append(StoredFile(rel, source_id, day, rows, size))
                 # one sync for all files and renames: a committed catalog row must never
                 # name a torn file, and an fsync per day file costs seconds per source
@@ -159,14 +157,14 @@ class FlowStore:
                     old = self.catalog.replace_source(source, final)
                 except BaseException:
                     for f in final:
-                        (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+                        self._unlink(f.path)
                     raise
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
             keep = {f.path for f in final}
             for f in old:
                 if f.path not in keep:
-                    (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+                    self._unlink(f.path)
             return IngestResult(
                 source_id, str(path), fmt, source.rows, len(final), replaced=existing is not None
             )
@@ -206,6 +204,7 @@ class FlowStore:
                         stage / rel,
                         int(self.ws.setting("row_group_rows")),
                         int(self.ws.setting("zstd_level")),
+                        rollup=rollup_path(stage, rel),
                     )
                     new.append(
                         StoredFile(
@@ -215,27 +214,25 @@ class FlowStore:
                     if on_file is not None:
                         on_file(k)
                 for f in new:
-                    dest = self.ws.flows_dir / f.path
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(stage / f.path, dest)
+                    self._move_in(stage, f.path)
                 os.sync()
                 try:
                     old = self.catalog.swap_files(source_id, new, SCHEMA_VERSION)
                 except BaseException:
                     for f in new:
-                        (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+                        self._unlink(f.path)
                     raise
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
             for f in old:
-                (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+                self._unlink(f.path)
             return sum(f.rows for f in new)
 
     def remove_source(self, source_id: str) -> int:
         with self.ws.write_lock():
             old = self.catalog.remove_source(source_id)
             for f in old:
-                (self.ws.flows_dir / f.path).unlink(missing_ok=True)
+                self._unlink(f.path)
             return sum(f.rows for f in old)
 
     def sweep(self) -> int:
@@ -249,17 +246,41 @@ class FlowStore:
                 shutil.rmtree(d, ignore_errors=True)
                 removed += 1
         known = {f.path for f in self.catalog.files()}
-        for p in self.ws.flows_dir.glob("day=*/*.parquet"):
-            rel = p.relative_to(self.ws.flows_dir).as_posix()
-            if rel not in known:
-                p.unlink(missing_ok=True)
-                removed += 1
+        for root in (self.ws.flows_dir, rollup_path(self.ws.flows_dir, "")):
+            for p in root.glob("day=*/*.parquet"):
+                if p.relative_to(root).as_posix() not in known:
+                    p.unlink(missing_ok=True)
+                    removed += 1
         return removed
+
+    def _move_in(self, stage: Path, rel: str) -> None:
+        """Rename a staged store file and its roll-up into the store (before the commit
+        that names them; the roll-up first, so a committed file never lacks it)."""
+        for src, dest in (
+            (rollup_path(stage, rel), rollup_path(self.ws.flows_dir, rel)),
+            (stage / rel, self.ws.flows_dir / rel),
+        ):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+
+    def _unlink(self, rel: str) -> None:
+        """Delete a store file and its roll-up."""
+        (self.ws.flows_dir / rel).unlink(missing_ok=True)
+        rollup_path(self.ws.flows_dir, rel).unlink(missing_ok=True)
 
     # --- reading -------------------------------------------------------------
 
     def files(self) -> list[Path]:
         return [self.ws.flows_dir / f.path for f in self.catalog.files()]
+
+    def rollups(self, files: list[Path]) -> list[Path] | None:
+        """The roll-ups of store ``files``; None unless every one of them has its own
+        (files written before roll-ups existed have none until ``rogueflow enrich``)."""
+        out = [
+            rollup_path(self.ws.flows_dir, p.relative_to(self.ws.flows_dir).as_posix())
+            for p in files
+        ]
+        return out if all(p.is_file() for p in out) else None
 
 
 class _DayPartitionWriter:
@@ -376,7 +397,14 @@ class _DayPartitionWriter:
         while len(self._pending) >= self._IN_FLIGHT:
             self._pending.popleft().result()
         self._pending.append(
-            self._pool.submit(_write_day, parts, dest, self.row_group_rows, self.zstd_level)
+            self._pool.submit(
+                _write_day,
+                parts,
+                dest,
+                rollup_path(self.root, rel),
+                self.row_group_rows,
+                self.zstd_level,
+            )
         )
         self.written.append((rel, day, rows))
 
@@ -416,11 +444,15 @@ def _int64_values(col: pa.ChunkedArray) -> npt.NDArray[np.int64]:
 
 
 def _write_day(
-    parts: list[tuple[pa.Table, I64 | None]], dest: Path, row_group_rows: int, zstd_level: int
+    parts: list[tuple[pa.Table, I64 | None]],
+    dest: Path,
+    rollup: Path,
+    row_group_rows: int,
+    zstd_level: int,
 ) -> None:
     """Write one day's picked rows in store order (one gather, in write_flow_table)."""
     whole, rows = concat_parts(parts)
-    write_flow_table(whole, dest, row_group_rows, zstd_level, rows=rows)
+    write_flow_table(whole, dest, row_group_rows, zstd_level, rows=rows, rollup=rollup)
 
 
 def concat_parts(parts: list[tuple[pa.Table, I64 | None]]) -> tuple[pa.Table, I64 | None]:
@@ -493,11 +525,18 @@ PARQUET_DICTIONARY = [
 
 
 def write_flow_table(
-    table: pa.Table, dest: Path, row_group_rows: int, zstd_level: int, *, rows: I64 | None = None
+    table: pa.Table,
+    dest: Path,
+    row_group_rows: int,
+    zstd_level: int,
+    *,
+    rows: I64 | None = None,
+    rollup: Path | None = None,
 ) -> None:
     """Write ``rows`` of ``table`` (default all) as one store file: the territory index
     computed (src_territory, dst_territory, and the footer naming what was indexed),
-    in store order (:func:`store_order`). The caller syncs before committing it."""
+    in store order (:func:`store_order`), and its roll-up to ``rollup`` (see
+    :mod:`rogueflow.store.rollup`). The caller syncs before committing them."""
     if table.schema != STORE_SCHEMA:
         table = table.cast(STORE_SCHEMA)
     index = builtin_index()
@@ -507,9 +546,11 @@ def write_flow_table(
     order = store_order(table, rows)
     if order is not None:
         table = _take(table, order)
-    table = table.replace_schema_metadata(
-        {**(STORE_SCHEMA.metadata or {}), INDEX_KEY: index.footer()}
-    )
+    claim = {INDEX_KEY: index.footer()}
+    table = table.replace_schema_metadata({**(STORE_SCHEMA.metadata or {}), **claim})
+    if rollup is not None:
+        touching = int(pc.sum(pc.or_(pc.is_valid(src_t), pc.is_valid(dst_t))).as_py() or 0)
+        write_rollup(table.slice(0, touching), rollup, claim)
     pq.write_table(
         table,
         dest,
