@@ -310,8 +310,10 @@ def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
     cache = ws.root / ".cache" / "rows"
     n, reused = _scope_count(ws)
     assert n == len(data.ts_us) and not reused
+    # two entries: the scope's rows and its trends from the roll-ups
     entries = [e for e in cache.iterdir() if not e.name.startswith(".")]
-    assert len(entries) == 1 and list(entries[0].rglob("*.parquet"))
+    assert len(entries) == 2 and all(list(e.rglob("*.parquet")) for e in entries)
+    assert {(e / "query.sql").read_text().count("flows_rollup") for e in entries} == {0, 1}
     assert _scope_count(ws) == (n, True)
     # a new file in the store: a new key, the new flow counted
     extra = write_flows(
@@ -322,11 +324,11 @@ def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
     )
     ingest_paths(ws, [extra])
     assert _scope_count(ws) == (n + 1, False)
-    # another window is another query: a third entry evicts the least recently used
+    # another window is another query: two more entries evict the least recently used
     scope = open_scope(ws, load_profile("kp", None), date(2019, 1, 1), date(2019, 12, 31))
     scope.close()
     kept = [e for e in cache.iterdir() if not e.name.startswith(".")]
-    assert len(kept) == 2 and entries[0] not in kept
+    assert len(kept) == 4 and not set(entries) & set(kept)
 
 
 def test_scope_cache_key_names_the_files_the_rows_came_from(tmp_path: Path) -> None:

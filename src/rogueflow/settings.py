@@ -103,9 +103,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "scope_cache",
         int,
-        2,
-        "Report scopes kept in <workspace>/.cache/rows for later runs over the same "
-        "files (0: none; about 28 bytes per flow in scope).",
+        4,
+        "Materialised report views kept in <workspace>/.cache/rows for later runs over "
+        "the same files (a report makes two: its scope, about 28 bytes per flow in it, "
+        "and its trends from the roll-ups; 0: none).",
         env="ROGUEFLOW_SCOPE_CACHE",
     ),
     Setting(

@@ -582,7 +582,9 @@ def open_scope(
         ):
             eng.parquet_view("flows_rollup", rollups)
             trends = rollup_sql(t, scope.start, scope.end, first, last, dialect)
-            eng.create_view(ROLLUP_VIEW, trends)
+            # once: a store has a roll-up per file, thousands of small files, and the
+            # view computes local time; its rows are a fraction of the scope's
+            eng.create_view(ROLLUP_VIEW, trends, materialise=True)
             scope.log.append(QueryRecord(f"view {ROLLUP_VIEW}", _dedent(trends)))
             scope.trend = ROLLUP_TREND
         return scope
