@@ -24,12 +24,37 @@ def usage(m: dict[str, Any]) -> str:
     return f"CPU {m['cpu_seconds']:7.1f} s  peak RSS {m['peak_rss'] / GIB:5.2f} GiB"
 
 
+def _hwm(pid: int) -> int:
+    """The process's resident high-water mark (bytes) from /proc, 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def measured(cmd: list[str], log: Path) -> dict[str, Any]:
-    """Run ``cmd``; its wall time, CPU time and peak RSS (bytes), or raise on failure."""
+    """Run ``cmd``; its wall time, CPU time and peak RSS (bytes), or raise on failure.
+
+    The peak is the child's own VmHWM, sampled every 20 ms until it exits (the mark
+    only rises, so the last sample holds it). Not ``ru_maxrss`` from ``wait4``: Python
+    starts children with vfork, and Linux carries the parent's peak into the child's
+    ``ru_maxrss`` at exec, so a child of a benchmark that had just generated gigabytes of
+    flows reported the generator's peak (3.3 GiB) instead of its own.
+    """
     t = time.perf_counter()
+    peak = 0
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while True:
+            peak = max(peak, _hwm(proc.pid))
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.02)
     code = os.waitstatus_to_exitcode(status)
     proc.returncode = code  # reaped here: Popen must not wait for it again
     wall = time.perf_counter() - t
@@ -39,5 +64,5 @@ def measured(cmd: list[str], log: Path) -> dict[str, Any]:
     return {
         "seconds": wall,
         "cpu_seconds": usage.ru_utime + usage.ru_stime,
-        "peak_rss": usage.ru_maxrss * 1024,  # Linux reports KiB
+        "peak_rss": peak,
     }

@@ -136,3 +136,16 @@ def test_report_benchmark_on_the_small_demo(demo_reference, tmp_path: Path) -> N
     assert res["again"]["scope_flows"] == rep["scope_flows"]
     assert res["again"]["findings"] == rep["findings"]
     assert json.loads((tmp_path / "report.json").read_text())["report"] == rep
+
+
+def test_measured_peak_is_the_childs_own(tmp_path: Path) -> None:
+    """A child of a parent holding 600 MB that allocates 160 MB peaks near 160 MB (wait4's
+    ru_maxrss would say 600 MB: Linux carries the parent's peak across vfork + exec)."""
+    from measure import measured
+
+    held = np.ones(600_000_000 // 8)
+    child = "import numpy as np; a = np.ones(20_000_000); print(a.sum())"
+    m = measured([sys.executable, "-c", child], tmp_path / "child.log")
+    assert held.sum() > 0
+    assert 160e6 <= m["peak_rss"] < 450e6, m
+    assert (tmp_path / "child.log").read_text().strip() == "20000000.0"
