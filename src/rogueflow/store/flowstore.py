@@ -549,7 +549,11 @@ def write_flow_table(
     claim = {INDEX_KEY: index.footer()}
     table = table.replace_schema_metadata({**(STORE_SCHEMA.metadata or {}), **claim})
     if rollup is not None:
-        touching = int(pc.sum(pc.or_(pc.is_valid(src_t), pc.is_valid(dst_t))).as_py() or 0)
+        # counted over the rows written (the table's other rows were dropped)
+        inside = pc.or_(
+            pc.is_valid(table.column("src_territory")), pc.is_valid(table.column("dst_territory"))
+        )
+        touching = int(pc.sum(inside).as_py() or 0)
         write_rollup(table.slice(0, touching), rollup, claim)
     pq.write_table(
         table,
