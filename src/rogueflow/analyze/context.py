@@ -369,6 +369,13 @@ def _dedent(sql: str) -> str:
 BASE = "_scope_base"
 
 
+def _index_members(t: Territory, alias: str) -> tuple[str, str]:
+    """Whether the source and the destination of rows ``alias`` (store or roll-up rows)
+    are inside ``t``, by the store's territory index."""
+    code = t.code.replace("'", "''")
+    return f"{alias}.src_territory = '{code}'", f"{alias}.dst_territory = '{code}'"
+
+
 def _scope_filter(t: Territory, start: date, end: date, indexed: bool) -> tuple[str, str, str]:
     """The window condition and whether the source and the destination are inside the
     territory, over the stored flows ``f`` (``flows_stored``: without the derived
@@ -377,14 +384,10 @@ def _scope_filter(t: Territory, start: date, end: date, indexed: bool) -> tuple[
     is its columns (see :mod:`rogueflow.enrich.territory`) instead of prefix tests."""
     window = f"f.ts_start >= {_ts(start)} AND f.ts_start < {_ts(end + timedelta(days=1))}"
     if indexed:
-        code = t.code.replace("'", "''")
+        si, di = _index_members(t, "f")
         # named in the SQL (and so in every finding's provenance): which index answered
         note = f"/* the store's territory index, {t.code} {fingerprint(t)} */"
-        return (
-            window,
-            f"(f.src_territory = '{code}' {note})",
-            f"(f.dst_territory = '{code}')",
-        )
+        return window, f"({si} {note})", f"({di})"
     return (
         window,
         member_sql(t, "f.src_addr", "f.ts_start"),
@@ -440,35 +443,25 @@ def rollup_sql(
 ) -> str:
     """``territory_rollup``: the roll-up rows (view ``flows_rollup``) of the window that
     touch the territory, with the columns of :class:`Trend` derived as for flows."""
-    code = t.code.replace("'", "''")
-    local = local_time_sql(t, "s.ts_utc", first, last + timedelta(seconds=1), dialect.seconds)
-    wd = dialect.weekday.format(x="l.local_ts")
-    return f"""
-    SELECT l.*,
-           EXTRACT(YEAR FROM l.ts_utc) AS year,
-           EXTRACT(MONTH FROM l.ts_utc) AS month,
-           CAST(l.local_ts AS DATE) AS local_day,
-           {wd} AS local_weekday,
-           EXTRACT(HOUR FROM l.local_ts) AS local_hour,
-           EXTRACT(HOUR FROM l.local_ts) * 60 + EXTRACT(MINUTE FROM l.local_ts) AS local_minute
-    FROM (
-      SELECT s.ts_utc, CAST(s.ts_utc AS DATE) AS day,
+    si, di = _index_members(t, "r")
+    return _timed_view(
+        t,
+        first,
+        last,
+        dialect,
+        f"""s.ts_utc, CAST(s.ts_utc AS DATE) AS day,
              {side_case("s.si", "s.di")} AS side,
              s.category, s.service, s.coin, s.proto, s.sampling_rate, s.source_id, s.flows,
-             CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
-             CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
-             {local} AS local_ts
-      FROM (
+             {_TOTALS}""",
+        f"""(
         SELECT {dialect.naive.format(x="r.qh")} AS ts_utc, r.category, r.service, r.coin,
                r.proto, r.sampling_rate, r.source_id, r.flows, r.packets, r.bytes,
-               r.rev_packets, r.rev_bytes,
-               r.src_territory = '{code}' AS si, r.dst_territory = '{code}' AS di
+               r.rev_packets, r.rev_bytes, {si} AS si, {di} AS di
         FROM flows_rollup r
         WHERE r.qh >= {_ts(start)} AND r.qh < {_ts(end + timedelta(days=1))}
-          AND (r.src_territory = '{code}' OR r.dst_territory = '{code}')
-      ) s
-    ) l
-    """
+          AND ({si} OR {di})
+      ) s""",
+    )
 
 
 def quarter_hours(t: Territory, first: datetime, last: datetime) -> bool:
@@ -486,6 +479,35 @@ def quarter_hours(t: Territory, first: datetime, last: datetime) -> bool:
 def view_sql(t: Territory, first: datetime, last: datetime, dialect: Dialect) -> str:
     """``territory_flows`` over ``_scope_base`` (see the module docstring): sides, local
     time (the zone's offsets between the first and last flow) and totals."""
+    return _timed_view(
+        t,
+        first,
+        last,
+        dialect,
+        f"""s.ts_utc, s.ts_end, CAST(s.ts_utc AS DATE) AS day, s.side,
+             s.internal_addr, s.remote_addr, s.internal_port, s.remote_port,
+             CASE WHEN s.side = 'in' THEN s.remote_port ELSE s.internal_port END AS src_port,
+             CASE WHEN s.side = 'in' THEN s.internal_port ELSE s.remote_port END AS dst_port,
+             s.proto, s.tcp_flags, s.sampling_rate, s.exporter,
+             s.source_id, s.app_label, s.server_name, s.dns_query,
+             s.remote_country, s.remote_asn, s.remote_as_org,
+             s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet,
+             s.intel, s.packets, s.bytes, s.rev_packets, s.rev_bytes,
+             {_TOTALS}""",
+        f"{BASE} s",
+    )
+
+
+#: both directions times the sampling rate, over rows ``s`` (flows or roll-up rows)
+_TOTALS = """CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
+             CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets"""
+
+
+def _timed_view(
+    t: Territory, first: datetime, last: datetime, dialect: Dialect, columns: str, rows: str
+) -> str:
+    """``columns`` of ``rows`` (aliased ``s``, with a naive UTC ``ts_utc``) and the year,
+    month and local-time columns (the zone's offsets between the first and last flow)."""
     local = local_time_sql(t, "s.ts_utc", first, last + timedelta(seconds=1), dialect.seconds)
     wd = dialect.weekday.format(x="l.local_ts")
     return f"""
@@ -497,19 +519,9 @@ def view_sql(t: Territory, first: datetime, last: datetime, dialect: Dialect) ->
            EXTRACT(HOUR FROM l.local_ts) AS local_hour,
            EXTRACT(HOUR FROM l.local_ts) * 60 + EXTRACT(MINUTE FROM l.local_ts) AS local_minute
     FROM (
-      SELECT s.ts_utc, s.ts_end, CAST(s.ts_utc AS DATE) AS day, s.side,
-             s.internal_addr, s.remote_addr, s.internal_port, s.remote_port,
-             CASE WHEN s.side = 'in' THEN s.remote_port ELSE s.internal_port END AS src_port,
-             CASE WHEN s.side = 'in' THEN s.internal_port ELSE s.remote_port END AS dst_port,
-             s.proto, s.tcp_flags, s.sampling_rate, s.exporter,
-             s.source_id, s.app_label, s.server_name, s.dns_query,
-             s.remote_country, s.remote_asn, s.remote_as_org,
-             s.service, s.category, s.confidence, s.evidence, s.coin, s.pool, s.wallet,
-             s.intel, s.packets, s.bytes, s.rev_packets, s.rev_bytes,
-             CAST(s.bytes + s.rev_bytes AS DOUBLE) * s.sampling_rate AS flow_bytes,
-             CAST(s.packets + s.rev_packets AS DOUBLE) * s.sampling_rate AS flow_packets,
+      SELECT {columns},
              {local} AS local_ts
-      FROM {BASE} s
+      FROM {rows}
     ) l
     """
 
