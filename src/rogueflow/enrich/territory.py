@@ -171,17 +171,14 @@ def fingerprint(t: Territory) -> str:
 
 
 def _overlap(a: Territory, b: Territory) -> bool:
+    """Whether a prefix of ``a`` and one of ``b`` share an address at a shared time."""
     for p in a.prefixes:
-        plo, phi = p.range
         for q in b.prefixes:
-            qlo, qhi = q.range
-            if (
-                plo <= qhi
-                and qlo <= phi
-                and (
-                    p.valid.valid_from < q.valid.valid_to and q.valid.valid_from < p.valid.valid_to
-                )
-            ):
+            (plo, phi), (qlo, qhi) = p.range, q.range
+            in_space = plo <= qhi and qlo <= phi
+            pv, qv = p.valid, q.valid
+            in_time = pv.valid_from < qv.valid_to and qv.valid_from < pv.valid_to
+            if in_space and in_time:
                 return True
     return False
 

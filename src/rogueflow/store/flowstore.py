@@ -472,8 +472,9 @@ def concat_parts(parts: list[tuple[pa.Table, I64 | None]]) -> tuple[pa.Table, I6
     return whole, np.concatenate(picks) if len(picks) > 1 else picks[0]
 
 
-def store_order(table: pa.Table, rows: I64 | None) -> I64 | None:
-    """The store's row order of ``rows`` of ``table`` (``None``: all, already in order).
+def store_order(table: pa.Table, rows: I64 | None) -> tuple[I64 | None, int]:
+    """The store's row order of ``rows`` of ``table`` (``None``: all, already in order),
+    and how many of them touch an indexed territory (the first block).
 
     Flows touching an indexed territory come first, then the rest, each by ts_start
     (stable): the engine skips the other columns of the untouched block when a query
@@ -489,11 +490,12 @@ def store_order(table: pa.Table, rows: I64 | None) -> I64 | None:
         if col.null_count < len(col):
             touch |= pc.is_valid(col).to_numpy(zero_copy_only=False)
     picked = touch[index]
-    if 0 < picked.sum() < len(index) and not picked[: picked.sum()].all():
+    touching = int(picked.sum())
+    if 0 < touching < len(index) and not picked[:touching].all():
         index = np.concatenate((index[picked], index[~picked]))
     if len(index) == table.num_rows and (index == np.arange(len(index))).all():
-        return None
-    return index
+        return None, touching
+    return index, touching
 
 
 def _take(table: pa.Table, index: I64) -> pa.Table:
@@ -543,17 +545,12 @@ def write_flow_table(
     src_t, dst_t = index.columns(table)
     table = table.set_column(table.schema.get_field_index("src_territory"), "src_territory", src_t)
     table = table.set_column(table.schema.get_field_index("dst_territory"), "dst_territory", dst_t)
-    order = store_order(table, rows)
+    order, touching = store_order(table, rows)
     if order is not None:
         table = _take(table, order)
     claim = {INDEX_KEY: index.footer()}
     table = table.replace_schema_metadata({**(STORE_SCHEMA.metadata or {}), **claim})
     if rollup is not None:
-        # counted over the rows written (the table's other rows were dropped)
-        inside = pc.or_(
-            pc.is_valid(table.column("src_territory")), pc.is_valid(table.column("dst_territory"))
-        )
-        touching = int(pc.sum(inside).as_py() or 0)
         write_rollup(table.slice(0, touching), rollup, claim)
     pq.write_table(
         table,
