@@ -15,7 +15,7 @@ import pytest
 
 from rogueflow import addr
 from rogueflow.analyze import builtin_analyses, load_profile, open_scope, parse_baseline, stats
-from rogueflow.analyze.context import ProfileInfo, quarter_hours
+from rogueflow.analyze.context import ProfileInfo, one_of, quarter_hours
 from rogueflow.analyze.pattern import PatternOfLife
 from rogueflow.analyze.volume import VolumeGrowth
 from rogueflow.enrich.territory import INDEX_KEY, fingerprint, member_mask, read_claim
@@ -392,6 +392,28 @@ def test_scope_cache_off_keeps_nothing(tmp_path: Path, monkeypatch: pytest.Monke
     assert _scope_count(data.ws)[1] is False
     cache = data.ws.root / ".cache" / "rows"
     assert not [e for e in cache.iterdir() if not e.name.startswith(".")]
+
+
+def test_one_of_selects_exactly_the_listed_values() -> None:
+    """The range that lets DuckDB push the list into the scan never widens it: values
+    between the list's first and last are still left out, quotes are escaped."""
+    import duckdb
+
+    values = ["crypto.mining", "crypto.other", "crypto.p2p", "o'brien", None, "a", "zz"]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (c VARCHAR)")
+    con.executemany("INSERT INTO t VALUES (?)", [[v] for v in values])
+    for chosen in (
+        ["crypto.p2p", "crypto.mining"],
+        ["o'brien"],
+        ["a", "zz", "crypto.mining", "crypto.mining"],
+        [],
+    ):
+        got = {r[0] for r in con.sql(f"SELECT c FROM t WHERE {one_of('c', chosen)}").fetchall()}
+        assert got == set(chosen), chosen
+    assert one_of("c", ["x"]) == "c = 'x'"
+    pair = one_of("c", ["crypto.p2p", "crypto.mining"])
+    assert "BETWEEN 'crypto.mining' AND 'crypto.p2p'" in pair
 
 
 def test_parse_baseline_errors() -> None:

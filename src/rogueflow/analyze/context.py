@@ -39,7 +39,7 @@ may meet a null (the engines' defaults differ), no ``INTERVAL (expr)`` (use
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -151,6 +151,23 @@ def _ts(d: date) -> str:
     return f"TIMESTAMP '{d.isoformat()} 00:00:00'"
 
 
+def one_of(column: str, values: Iterable[str]) -> str:
+    """Portable SQL condition: ``column`` is one of the string ``values``.
+
+    Written as the list's range and the list: DuckDB pushes a range into the Parquet
+    scan as a filter, but a list of two or more only as row-group pruning, so a bare
+    ``IN`` reads every other column of every row before testing it (crypto's session
+    queries over the full demo: 1.04 s bare, 0.52 s with the range).
+    """
+    vs = sorted(set(values))
+    if not vs:
+        return "1 = 0"
+    q = ["'" + v.replace("'", "''") + "'" for v in vs]
+    if len(q) == 1:
+        return f"{column} = {q[0]}"
+    return f"({column} BETWEEN {q[0]} AND {q[-1]} AND {column} IN ({', '.join(q)}))"
+
+
 @dataclass
 class Scope:
     """An open analysis scope: one territory, one window, one engine connection."""
@@ -247,7 +264,7 @@ class Scope:
         return self.rows(
             "sampling rates",
             f"""
-            SELECT sampling_rate, count(*) AS flows FROM {VIEW}
+            SELECT sampling_rate, {self.trend.flows} AS flows FROM {self.trend.view}
             GROUP BY sampling_rate ORDER BY sampling_rate
             """,
         )

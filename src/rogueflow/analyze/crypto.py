@@ -19,8 +19,8 @@ What is counted (the demo's ground truth measures the same things from its rows)
   with sessions in the after window (a NAT or proxy front is one address however
   many miners sit behind it).
 
-All aggregation is SQL; one query reads every flow (local days with data and each
-coin's day), the others read only crypto-labelled flows.
+All aggregation is SQL. The local days with data come from the scope's trend (the
+roll-ups where they answer); every other query reads only crypto-labelled flows.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from datetime import timedelta
 from rogueflow.analyze import coinseries as cs
 from rogueflow.analyze import stats
 from rogueflow.analyze.base import AnalysisOutput, provenance, sample_flows
-from rogueflow.analyze.context import VIEW, QueryRecord, Scope
+from rogueflow.analyze.context import VIEW, QueryRecord, Scope, one_of
 from rogueflow.analyze.cryptoevidence import Coin, CryptoData, chart, evidence
 from rogueflow.analyze.cryptotext import (
     ALTERNATIVES,
@@ -45,7 +45,7 @@ from rogueflow.detect.behaviour import MINING_PORTS
 from rogueflow.findings import Finding, Metric, assess, grade
 from rogueflow.intel.indicators import ServiceCatalog
 
-CRYPTO = "category IN ('crypto.mining', 'crypto.p2p')"
+CRYPTO = one_of("category", ("crypto.mining", "crypto.p2p"))
 LOOKUP = (
     "(dns_query IS NOT NULL OR COALESCE(app_label, '') = 'dns'"
     " OR COALESCE(src_port, 0) IN (53, 853) OR COALESCE(dst_port, 0) IN (53, 853))"
@@ -116,11 +116,17 @@ def _collect(scope: Scope) -> CryptoData:
     data = CryptoData()
     coin = _coin_sql(scope, data)
     ses = f"CASE WHEN {LOOKUP} THEN 0 ELSE 1 END"
-    # the one pass over every flow: local days with data, and each coin's day beside them
+    # local days with data from the trend; each coin's days from its own flows only (one
+    # pass over every flow for both took 5.5 s of the full demo's report, these 1.0 s)
     for r in scope.rows(
-        "crypto: local days with data; sessions and lookups per coin",
+        "crypto: flows per local day",
+        f"SELECT local_day, {scope.trend.flows} AS flows FROM {scope.trend.view} GROUP BY 1",
+    ):
+        data.day_flows[r["local_day"]] = int(r["flows"])
+    for r in scope.rows(
+        "crypto: sessions and lookups per coin and local day",
         f"""
-        SELECT local_day, CASE WHEN {CRYPTO} THEN {coin} END AS coin, count(*) AS flows,
+        SELECT local_day, {coin} AS coin, count(*) AS flows,
                SUM({ses}) AS sessions,
                SUM(CASE WHEN category = 'crypto.mining' THEN {ses} ELSE 0 END) AS mining,
                SUM(1 - {ses}) AS lookups,
@@ -132,12 +138,9 @@ def _collect(scope: Scope) -> CryptoData:
                SUM(CASE WHEN confidence >= {BEHAVIOUR} AND confidence < {ADDRESS}
                    THEN {ses} ELSE 0 END) AS by_behaviour,
                SUM(CASE WHEN side = 'in' THEN {ses} ELSE 0 END) AS inbound
-        FROM {VIEW} GROUP BY 1, 2""",
+        FROM {VIEW} WHERE {CRYPTO} GROUP BY 1, 2""",
     ):
-        day = r["local_day"]
-        data.day_flows[day] = data.day_flows.get(day, 0) + int(r["flows"])
-        if r["coin"] is not None:
-            data.daily[r["coin"]][day] = r
+        data.daily[r["coin"]][r["local_day"]] = r
     data.days = sorted(data.day_flows)
     data.coins = sorted(data.daily, key=lambda c: (c == "UNKNOWN", c))
     if not data.coins:

@@ -47,7 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rogueflow.analyze import stats
-from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.context import VIEW, Scope, one_of
 from rogueflow.analyze.countries import COUNTRY_DAYS, UNKNOWN, country_days_sql
 from rogueflow.enrich.intel import UNCLASSIFIED
 
@@ -366,13 +366,12 @@ def locals_by_country(
             out.setdefault(g.country, Local(g.country)).groups.append(g)
     if not out:
         return out
-    names = ", ".join(f"'{cc}'" for cc in sorted(out))
     flows = f"""
         SELECT day, remote_country AS country, remote_addr, internal_addr,
                {_cat()} AS cat, {NAME_SQL} AS name, {excl} AS excluded_asn,
                CASE WHEN {INFORMATIVE_SQL} THEN 1 ELSE 0 END AS inf,
                CASE WHEN {local_sql(domestic)} THEN 1 ELSE 0 END AS loc
-        FROM {VIEW} WHERE side = 'out' AND remote_country IN ({names})"""
+        FROM {VIEW} WHERE side = 'out' AND {one_of("remote_country", out)}"""
     # two queries, not one over GROUPING SETS: the daily series needs no distinct count,
     # and the window's distinct counts need only the local flows (5.2 s -> 4.5 s over
     # the full demo's 23.7M flows)

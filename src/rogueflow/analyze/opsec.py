@@ -35,7 +35,7 @@ from rogueflow.analyze import stats, tunnels
 from rogueflow.analyze import tunnelfinding as tf
 from rogueflow.analyze.base import AnalysisOutput, provenance, sample_flows
 from rogueflow.analyze.categories import F64, DailyMix, Period
-from rogueflow.analyze.context import Scope
+from rogueflow.analyze.context import Scope, one_of
 from rogueflow.enrich.intel import UNCLASSIFIED
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
 
@@ -205,7 +205,7 @@ class Obfuscation:
             samples = sample_flows(
                 scope,
                 "obfuscated flow samples",
-                "category IN (" + ", ".join(f"'{c}'" for c in KINDS.values()) + ")",
+                one_of("category", KINDS.values()),
                 6,
             )
             prov = provenance(scope, used)

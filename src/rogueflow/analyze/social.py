@@ -28,7 +28,7 @@ from rogueflow.analyze import categories as cat
 from rogueflow.analyze import stats
 from rogueflow.analyze.base import AnalysisOutput, provenance, sample_flows
 from rogueflow.analyze.categories import F64, DailyMix, Period
-from rogueflow.analyze.context import Scope
+from rogueflow.analyze.context import Scope, one_of
 from rogueflow.enrich.intel import UNCLASSIFIED
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
 
@@ -200,13 +200,10 @@ class SocialShift:
             samples = sample_flows(
                 scope,
                 "social service flow samples",
-                "service IN ("
-                + ", ".join(
-                    f"'{s}'"
-                    for u in self.western + self.chinese
-                    for s in cat.COMPANIES.get(u, (u,))
-                )
-                + ")",
+                one_of(
+                    "service",
+                    (s for u in self.western + self.chinese for s in cat.COMPANIES.get(u, (u,))),
+                ),
                 6,
             )
             prov = provenance(scope, used)
