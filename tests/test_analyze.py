@@ -576,10 +576,27 @@ def test_scope_reads_the_territory_index_only_where_every_file_holds_it(tmp_path
 
     assert len(want) == sum(inside(s) or inside(d) for s, d in zip(src, dst, strict=True))
 
-    # a file as an older rogueflow wrote it (schema 3: no index columns, no claim)
+    # the catalog keeps a copy of each footer's claim: opening a scope reads no footer
+    store = FlowStore(ws)
+    copies = {f.path: f.territories for f in store.catalog.files()}
+    assert [read_claim(c.encode()) for c in copies.values() if c] == [
+        read_claim(pq.read_metadata(p).metadata[INDEX_KEY]) for p in files
+    ]
+    assert store.claims(files) == [{"kp": fingerprint(kp.territory)}] * 3
+
+    # a file as an older rogueflow wrote it (schema 3: no index columns, no claim) and
+    # committed it (its source at schema 3, no copy of a claim in the catalog)
     old = files[1]
     t = pq.read_table(old).drop_columns(["src_territory", "dst_territory"])
     pq.write_table(t.replace_schema_metadata({METADATA_KEY: b"3"}), old)
+    with store.catalog.transaction() as db:
+        db.execute("UPDATE files SET territories = NULL")
+        db.execute("UPDATE sources SET schema_version = 3")
+    store.close()
+    store = FlowStore(ws)
+    claim = {"kp": fingerprint(kp.territory)}
+    assert store.claims(files) == [claim, {}, claim]
+    store.close()
     got, sql = _scope_rows(ws, kp)
     assert "unhex" in sql and "src_territory" not in sql
     assert got == want

@@ -413,3 +413,33 @@ def test_rollups_sum_the_territory_flows_per_quarter_hour(tmp_path: Path) -> Non
         assert rollup_parquet_files(ws) == catalog_files(ws)
     finally:
         store.close()
+
+
+def test_a_catalog_from_before_the_claim_copies_opens_upgraded(tmp_path: Path) -> None:
+    """Catalogs written before ``files.territories`` gain the column (NULL for the rows
+    they hold, so their claims are read from the footers) and keep working."""
+    import sqlite3
+
+    path = tmp_path / "catalog.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('version', '1');
+        CREATE TABLE sources (source_id TEXT PRIMARY KEY, sha256 TEXT NOT NULL UNIQUE,
+            path TEXT NOT NULL, format TEXT NOT NULL, size INTEGER NOT NULL,
+            rows INTEGER NOT NULL, first_ts TEXT, last_ts TEXT, ingested_at TEXT NOT NULL,
+            schema_version INTEGER NOT NULL);
+        CREATE TABLE files (path TEXT PRIMARY KEY,
+            source_id TEXT NOT NULL REFERENCES sources(source_id), day TEXT NOT NULL,
+            rows INTEGER NOT NULL, bytes INTEGER NOT NULL);
+        INSERT INTO sources VALUES ('s1', 'h1', '/x', 'csv', 1, 5, NULL, NULL, 'now', 3);
+        INSERT INTO files VALUES ('day=2018-01-01/a.parquet', 's1', '2018-01-01', 5, 100);
+        """
+    )
+    db.close()
+    for _ in range(2):  # the second open finds the column already there
+        cat = Catalog(path)
+        (f,) = cat.files()
+        assert (f.path, f.rows, f.territories) == ("day=2018-01-01/a.parquet", 5, None)
+        cat.close()

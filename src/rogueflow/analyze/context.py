@@ -59,7 +59,6 @@ from rogueflow.enrich.territory import (
     side_case,
 )
 from rogueflow.errors import ConfigError, RogueflowError
-from rogueflow.store.flowstore import territory_claims
 from rogueflow.territory import Territory, utc_offsets
 from rogueflow.workspace import Workspace
 
@@ -561,7 +560,7 @@ def open_scope(
     eng = open_engine(ws, engine, spark_master=spark_master)
     try:
         dialect = DIALECTS[eng.name]
-        index_used = indexed(t, territory_claims(eng.files))
+        index_used = indexed(t, eng.store.claims(eng.files))
         base = base_sql(
             t,
             start or date(1970, 1, 1),

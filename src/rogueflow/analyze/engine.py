@@ -30,7 +30,7 @@ import rogueflow
 from rogueflow import addr, flowkey
 from rogueflow.analyze.rowcache import RowCache
 from rogueflow.errors import ConfigError
-from rogueflow.schema import FLOW_SCHEMA
+from rogueflow.schema import FLOW_SCHEMA, SCHEMA_VERSION
 from rogueflow.store.flowstore import FlowStore
 from rogueflow.workspace import Workspace
 
@@ -204,9 +204,14 @@ class DuckDBEngine:
         stored = "SELECT * FROM _empty_flows"
         if files:
             listing = ", ".join(_quote(os.fspath(p)) for p in files)
+            # union_by_name reads every file's footer when the view is defined (1 s for
+            # the full demo's 2,026 files, on every report and query): only needed while
+            # a source's files have an older schema's columns
+            older = any(s.schema_version != SCHEMA_VERSION for s in sources)
+            union = ", union_by_name = true" if older else ""
             stored = (
-                f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false, "
-                f"union_by_name = true) UNION ALL BY NAME {stored}"
+                f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false{union}) "
+                f"UNION ALL BY NAME {stored}"
             )
         self.con.execute(f"CREATE OR REPLACE VIEW flows_stored AS {stored}")
         self.con.execute(

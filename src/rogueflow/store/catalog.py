@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS files (
     source_id TEXT NOT NULL REFERENCES sources(source_id),
     day       TEXT NOT NULL,
     rows      INTEGER NOT NULL,
-    bytes     INTEGER NOT NULL
+    bytes     INTEGER NOT NULL,
+    territories TEXT                -- the footer's territory index claim (NULL: not copied)
 );
 CREATE INDEX IF NOT EXISTS files_source ON files(source_id);
 """
@@ -111,12 +112,22 @@ class StoredFile:
     day: str
     rows: int
     bytes: int
+    #: a copy of the file's footer claim (enrich.territory.INDEX_KEY), so opening a scope
+    #: reads no footers; None for rows committed before the catalog kept it
+    territories: str | None = None
 
 
 class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_sqlite(path, _DDL, CATALOG_VERSION, "catalog")
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(files)")}
+        if "territories" not in columns:  # a catalog from before the column: added, NULL
+            try:
+                self._db.execute("ALTER TABLE files ADD COLUMN territories TEXT")
+            except sqlite3.OperationalError as exc:
+                if "duplicate column" not in str(exc):  # another process added it first
+                    raise StoreError(f"{path}: cannot upgrade the catalog ({exc})") from None
 
     def close(self) -> None:
         self._db.close()
@@ -146,13 +157,10 @@ class Catalog:
 
     def files(self, source_id: str | None = None) -> list[StoredFile]:
         if source_id is None:
-            rows = self._db.execute(
-                "SELECT path, source_id, day, rows, bytes FROM files ORDER BY day, path"
-            ).fetchall()
+            rows = self._db.execute(f"SELECT {_FILE_COLS} FROM files ORDER BY day, path").fetchall()
         else:
             rows = self._db.execute(
-                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ? "
-                "ORDER BY day, path",
+                f"SELECT {_FILE_COLS} FROM files WHERE source_id = ? ORDER BY day, path",
                 (source_id,),
             ).fetchall()
         return [StoredFile(*r) for r in rows]
@@ -171,7 +179,7 @@ class Catalog:
         files = list(files)
         with self.transaction() as db:
             old = db.execute(
-                "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id IN "
+                f"SELECT {_FILE_COLS} FROM files WHERE source_id IN "
                 "(SELECT source_id FROM sources WHERE sha256 = ?)",
                 (source.sha256,),
             ).fetchall()
@@ -197,8 +205,8 @@ class Catalog:
                 ),
             )
             db.executemany(
-                "INSERT INTO files (path, source_id, day, rows, bytes) VALUES (?,?,?,?,?)",
-                [(f.path, f.source_id, f.day, f.rows, f.bytes) for f in files],
+                _INSERT_FILES,
+                [(f.path, f.source_id, f.day, f.rows, f.bytes, f.territories) for f in files],
             )
         return [StoredFile(*r) for r in old]
 
@@ -213,8 +221,8 @@ class Catalog:
         with self.transaction() as db:
             old = _take_files(db, source_id)
             db.executemany(
-                "INSERT INTO files (path, source_id, day, rows, bytes) VALUES (?,?,?,?,?)",
-                [(f.path, f.source_id, f.day, f.rows, f.bytes) for f in files],
+                _INSERT_FILES,
+                [(f.path, f.source_id, f.day, f.rows, f.bytes, f.territories) for f in files],
             )
             db.execute(
                 "UPDATE sources SET schema_version = ? WHERE source_id = ?",
@@ -236,6 +244,8 @@ class Catalog:
         return f"{row[0]}-{row[1]}-{row[2]}"
 
 
+_FILE_COLS = "path, source_id, day, rows, bytes, territories"
+_INSERT_FILES = f"INSERT INTO files ({_FILE_COLS}) VALUES (?,?,?,?,?,?)"
 _SOURCE_COLS = (
     "source_id, sha256, path, format, size, rows, first_ts, last_ts, ingested_at, schema_version"
 )
@@ -244,7 +254,7 @@ _SOURCE_COLS = (
 def _take_files(db: sqlite3.Connection, source_id: str) -> list[StoredFile]:
     """Delete a source's file rows inside the caller's transaction; return what they were."""
     rows = db.execute(
-        "SELECT path, source_id, day, rows, bytes FROM files WHERE source_id = ?", (source_id,)
+        f"SELECT {_FILE_COLS} FROM files WHERE source_id = ?", (source_id,)
     ).fetchall()
     db.execute("DELETE FROM files WHERE source_id = ?", (source_id,))
     return [StoredFile(*r) for r in rows]
