@@ -19,7 +19,7 @@ import numpy as np
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.base import AnalysisOutput, provenance
-from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.context import Scope
 from rogueflow.analyze.pattern import DIFF_METHOD, SHARE_METHOD, days_text
 from rogueflow.findings import Check, Finding, Metric, Table, assess, grade, num, pct
 
@@ -37,18 +37,19 @@ class CategoryPattern:
         t = scope.territory
         working = ", ".join(str(d) for d in sorted(t.working_days)) or "-1"
         bh0, bh1 = (x.hour * 60 + x.minute for x in t.business_hours)
+        tr = scope.trend  # address-free: the roll-ups answer where they can
         with scope.trace() as used:
             rows = scope.rows(
                 "pattern: flows per category and local day",
                 f"""
                 SELECT year, local_day, COALESCE(category, '{UNCLASSIFIED}') AS category,
-                       count(*) AS flows,
-                       CAST(sum(CASE WHEN local_weekday IN ({working}) THEN 1 ELSE 0 END)
-                           AS BIGINT) AS weekday,
+                       {tr.flows} AS flows,
+                       CAST(sum(CASE WHEN local_weekday IN ({working}) THEN {tr.weight} ELSE 0
+                                END) AS BIGINT) AS weekday,
                        CAST(sum(CASE WHEN local_weekday IN ({working}) AND local_minute >= {bh0}
-                                AND local_minute < {bh1} THEN 1 ELSE 0 END) AS BIGINT)
+                                AND local_minute < {bh1} THEN {tr.weight} ELSE 0 END) AS BIGINT)
                            AS business_hours
-                FROM {VIEW}
+                FROM {tr.view}
                 GROUP BY year, local_day, COALESCE(category, '{UNCLASSIFIED}')""",
             )
             prov = provenance(scope, used)

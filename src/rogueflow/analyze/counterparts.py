@@ -126,7 +126,8 @@ class Counterparts:
         )
         categories = scope.rows(
             "counterparts: categories per day",
-            f"SELECT year, day, category, count(*) AS flows {outside} GROUP BY year, day, category",
+            f"SELECT year, day, category, {scope.trend.flows} AS flows FROM {scope.trend.view} "
+            f"WHERE {_OUT} GROUP BY year, day, category",
         )
         sums = ",\n".join(
             f"CAST(sum(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT) AS {name}"
