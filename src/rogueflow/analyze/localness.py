@@ -366,22 +366,23 @@ def locals_by_country(
             out.setdefault(g.country, Local(g.country)).groups.append(g)
     if not out:
         return out
-    flows = f"""
-        SELECT day, remote_country AS country, remote_addr, internal_addr,
-               {_cat()} AS cat, {NAME_SQL} AS name, {excl} AS excluded_asn,
-               CASE WHEN {INFORMATIVE_SQL} THEN 1 ELSE 0 END AS inf,
-               CASE WHEN {local_sql(domestic)} THEN 1 ELSE 0 END AS loc
-        FROM {VIEW} WHERE side = 'out' AND {one_of("remote_country", out)}"""
+    where = f"side = 'out' AND {one_of('remote_country', out)} AND {excl} IS NULL"
     # two queries, not one over GROUPING SETS: the daily series needs no distinct count,
     # and the window's distinct counts need only the local flows (5.2 s -> 4.5 s over
-    # the full demo's 23.7M flows)
+    # the full demo's 23.7M flows). The series judges each distinct cell of the columns
+    # its conditions read, not each flow (12.4M flows, 0.1M cells: 3.2 s -> 1.2 s).
     table = scope.query(
         "presence: place-informative and local counterpart flows per day and country",
         f"""
-        SELECT day, country, sum(inf) AS informative, sum(loc) AS local
-        FROM ({flows}) c
-        WHERE excluded_asn IS NULL
-        GROUP BY day, country""",
+        SELECT day, remote_country AS country,
+               sum(CASE WHEN {INFORMATIVE_SQL} THEN n ELSE 0 END) AS informative,
+               sum(CASE WHEN {local_sql(domestic)} THEN n ELSE 0 END) AS local
+        FROM (SELECT day, side, remote_country, remote_asn, category, server_name, dns_query,
+                     count(*) AS n
+              FROM {VIEW} WHERE {where}
+              GROUP BY day, side, remote_country, remote_asn, category, server_name,
+                       dns_query) c
+        GROUP BY day, remote_country""",
     )
     edu = "CASE WHEN cat = 'education' THEN {x} END"
     for r in scope.rows(
@@ -391,8 +392,9 @@ def locals_by_country(
                count(DISTINCT internal_addr) AS hosts,
                count(DISTINCT {edu.format(x="name")}) AS edu_names,
                count(DISTINCT {edu.format(x="remote_addr")}) AS edu_addrs
-        FROM ({flows}) c
-        WHERE excluded_asn IS NULL AND loc = 1
+        FROM (SELECT remote_country AS country, remote_addr, internal_addr, {_cat()} AS cat,
+                     {NAME_SQL} AS name
+              FROM {VIEW} WHERE {where} AND {local_sql(domestic)}) c
         GROUP BY country ORDER BY country""",
     ):
         loc = out[r["country"]]
