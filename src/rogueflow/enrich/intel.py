@@ -32,9 +32,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rogueflow import addr
 from rogueflow.detect import DETECTOR_PREFIXES
 from rogueflow.intel.indicators import CATEGORIES, CONFIDENCE, ServiceCatalog, ServiceMatch
-from rogueflow.intel.ranges import RangeTable
+from rogueflow.intel.ranges import Queries, RangeTable
 from rogueflow.intel.resolve import DOMAIN_CATEGORIES
 from rogueflow.intel.snapshots import IntelStore, Snapshot
 from rogueflow.workspace import Workspace
@@ -130,21 +131,23 @@ class _Strings:
 
 
 class _Addrs:
-    """An address column looked up once per distinct address (flows repeat addresses)."""
+    """An address column split once into the range tables' query form (IPv4 words,
+    IPv6 halves; nulls as ``::``) and looked up once per table, every row.
+
+    Not per distinct address: hashing the 16-byte addresses to find the distinct ones
+    (``pc.dictionary_encode``, 0.14 s per 1M rows) cost more than the lookups it saved
+    (the direct IPv4 index answers a row in a few nanoseconds per table).
+    """
 
     def __init__(self, column: pa.ChunkedArray) -> None:
-        enc = pc.dictionary_encode(column.combine_chunks())
-        # a trailing null stands for the null rows: looked up exactly as they would be
-        self.distinct = pa.concat_arrays([enc.dictionary, pa.nulls(1, enc.dictionary.type)])
-        nulls_at = len(enc.dictionary)
-        self.codes = enc.indices.fill_null(nulls_at).to_numpy(zero_copy_only=False)
+        self._queries = Queries(addr.to_matrix(column))
         self._hits: dict[int, tuple[RangeTable, npt.NDArray[np.int32]]] = {}
 
     def lookup(self, rt: RangeTable) -> npt.NDArray[np.int32]:
         """``rt.lookup`` of every row of the column."""
         got = self._hits.get(id(rt))
         if got is None or got[0] is not rt:
-            got = self._hits[id(rt)] = (rt, rt.lookup(self.distinct)[self.codes])
+            got = self._hits[id(rt)] = (rt, rt.answer(self._queries))
         return got[1]
 
 
@@ -227,7 +230,8 @@ class Enricher:
         edges = np.array(bounds, dtype=np.int64)
         interval = np.searchsorted(edges, ts_us, side="right")
         out: list[tuple[npt.NDArray[np.bool_], list[Snapshot]]] = []
-        for k in np.unique(interval):
+        # the intervals present, without sorting the batch (np.unique: 5% of ingest CPU)
+        for k in np.flatnonzero(np.bincount(interval, minlength=len(edges) + 1)):
             rows = interval == k
             at_us = int(ts_us[rows].min())
             ranked = self.store.ranked(kind, datetime.fromtimestamp(at_us / _US, UTC))

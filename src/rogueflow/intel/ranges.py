@@ -219,7 +219,8 @@ class RangeTable:
         code = int(self.lookup(raw)[0])
         return None if code < 0 else self.values[code]
 
-    def _answer(self, q: _Queries) -> I32:
+    def answer(self, q: Queries) -> I32:
+        """Value index per address of ``q`` (addresses split once for many tables)."""
         # every row goes through the IPv4 path (cheaper than selecting the mapped ones);
         # the IPv6 rows are then overwritten with their own answers
         out = self._lookup_v4(q.q4)
@@ -357,7 +358,7 @@ class RangeTable:
             yield lo, hi, self.values[int(self.codes[k])]
 
 
-class _Queries:
+class Queries:
     """Addresses split once into IPv4 (uint32) and IPv6 (hi, lo) for any number of tables."""
 
     def __init__(self, m: npt.NDArray[np.uint8]) -> None:
@@ -388,16 +389,16 @@ def lookup_many(
         raise ValueError("addresses are an (n, 16) uint8 matrix or a 16-byte Arrow column")
     n = len(m)
     if n <= _CHUNK:
-        q = _Queries(m)
-        return [t._answer(q) for t in tables]
+        q = Queries(m)
+        return [t.answer(q) for t in tables]
     outs = [np.empty(n, dtype=np.int32) for _ in tables]
     for t in tables:
         t._indexes()  # built once, before the threads race for them
 
     def part(k: int) -> None:
-        q = _Queries(m[k : k + _CHUNK])
+        q = Queries(m[k : k + _CHUNK])
         for t, out in zip(tables, outs, strict=True):
-            out[k : k + _CHUNK] = t._answer(q)
+            out[k : k + _CHUNK] = t.answer(q)
 
     list(_pool().map(part, range(0, n, _CHUNK)))
     return outs
