@@ -238,3 +238,26 @@ def test_workspace_flag_and_environment(tmp_path: Path, monkeypatch: pytest.Monk
 def test_version() -> None:
     result = run(None, "--version")
     assert result.exit_code == 0 and "version" in result.stdout
+
+
+def test_query_of_the_territory_index_warns_about_older_sources(
+    loaded: tuple[Path, Path],
+) -> None:
+    """Sources stored before schema 4 have null territory columns; a query reading them
+    says so on stderr (and only such a query, only while such sources exist)."""
+    import sqlite3
+
+    ws, _ = loaded
+    sql = "SELECT count(*) AS n FROM flows WHERE src_territory IS NULL"
+    fresh = run(ws, "query", "--format", "csv", sql)
+    assert fresh.exit_code == 0 and "warning" not in fresh.stderr
+    db = sqlite3.connect(ws / "catalog.sqlite")
+    with db:
+        db.execute("UPDATE sources SET schema_version = 3")
+    db.close()
+    old = run(ws, "query", "--format", "csv", sql)
+    assert old.exit_code == 0
+    assert "1 of 1 sources (3 flows) were stored before the territory index" in old.stderr
+    assert "rogueflow enrich" in old.stderr and old.stdout == fresh.stdout  # a note only
+    plain = run(ws, "query", "--format", "csv", "SELECT count(*) AS n FROM flows")
+    assert "warning" not in plain.stderr

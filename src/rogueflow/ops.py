@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -10,6 +11,8 @@ from typing import IO, Any
 from rogueflow.errors import InputError, RogueflowError
 from rogueflow.ingest.base import ReadOptions
 from rogueflow.ingest.pipeline import expand, ingest_file
+from rogueflow.schema import INDEX_SCHEMA
+from rogueflow.store.catalog import Source
 from rogueflow.store.flowstore import FlowStore, IngestResult
 from rogueflow.workspace import Workspace
 
@@ -120,6 +123,23 @@ def enrich_store(
     return done
 
 
+def unindexed_note(sources: list[Source], sql: str) -> str | None:
+    """A warning for a query that reads the territory index while some sources were
+    stored before it existed: their flows have null ``src_territory``/``dst_territory``
+    (a report then tests the prefixes; a user's query would silently miss them)."""
+    if "_territory" not in sql.lower():
+        return None
+    old = [s for s in sources if s.schema_version < INDEX_SCHEMA]
+    if not old:
+        return None
+    rows = sum(s.rows for s in old)
+    return (
+        f"warning: {len(old)} of {len(sources)} sources ({rows:,} flows) were stored before "
+        f"the territory index (schema {INDEX_SCHEMA}); src_territory and dst_territory are "
+        "null in their flows until `rogueflow enrich` rewrites them"
+    )
+
+
 def run_query(
     ws: Workspace,
     sql: str,
@@ -134,6 +154,9 @@ def run_query(
 
     eng = open_engine(ws, engine, spark_master=spark_master)
     try:
+        note = unindexed_note(eng.store.catalog.sources(), sql)
+        if note:
+            print(note, file=sys.stderr)
         # relations run lazily: errors in the data (a failed cast) surface on fetch
         try:
             if isinstance(eng, DuckDBEngine):

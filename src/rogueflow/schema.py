@@ -315,6 +315,9 @@ def convert_3_to_4(table: pa.Table) -> pa.Table:
     return convert_1_to_2(table)
 
 
+#: the first schema whose files carry the territory index (src_territory, dst_territory)
+INDEX_SCHEMA = 4
+
 #: MIGRATIONS[n] converts a table of version n to version n+1.
 MIGRATIONS: dict[int, Migration] = {1: convert_1_to_2, 2: convert_2_to_3, 3: convert_3_to_4}
 
@@ -358,7 +361,8 @@ def markdown() -> str:
         "the territories it indexed with a fingerprint of their dated prefixes. A report "
         "uses `src_territory`/`dst_territory` only when every file it reads indexed its "
         "territory as the profile is now, and tests the prefixes otherwise "
-        "(see `rogueflow.enrich.territory`).",
+        "(see `rogueflow.enrich.territory`); `rogueflow query` warns on stderr when a "
+        "query names them while sources stored before schema 4 remain.",
         "",
     ]
     return "\n".join(lines)
