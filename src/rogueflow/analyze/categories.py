@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.engine import sql_string
 from rogueflow.enrich.intel import UNCLASSIFIED
 from rogueflow.findings import Metric, pct
 
@@ -62,12 +63,8 @@ SERVICE_CATEGORIES = ("social.western", "social.chinese")
 TLS_LABELS = frozenset({"ssl", "tls", "quic", "dtls"})
 
 
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
-
-
 def _in(values: tuple[str, ...] | list[str]) -> str:
-    return "(" + ", ".join(_quote(v) for v in values) + ")"
+    return "(" + ", ".join(sql_string(v) for v in values) + ")"
 
 
 def unit_of(service: str | None, category: str | None) -> str | None:
@@ -83,7 +80,7 @@ def unit_of(service: str | None, category: str | None) -> str | None:
 def unit_sql(service: str = "service", category: str = "category") -> str:
     """:func:`unit_of` in SQL."""
     whens = " ".join(
-        f"WHEN {service} IN {_in(list(members))} THEN {_quote(name)}"
+        f"WHEN {service} IN {_in(list(members))} THEN {sql_string(name)}"
         for name, members in COMPANIES.items()
     )
     return f"CASE {whens} WHEN {category} IN {_in(list(SERVICE_CATEGORIES))} THEN {service} END"

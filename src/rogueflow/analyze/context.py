@@ -50,7 +50,7 @@ from typing import Any
 import pyarrow as pa
 
 from rogueflow import territory as terr
-from rogueflow.analyze.engine import Engine, open_engine
+from rogueflow.analyze.engine import Engine, open_engine, sql_string
 from rogueflow.enrich.territory import (
     fingerprint,
     indexed,
@@ -161,7 +161,7 @@ def one_of(column: str, values: Iterable[str]) -> str:
     vs = sorted(set(values))
     if not vs:
         return "1 = 0"
-    q = ["'" + v.replace("'", "''") + "'" for v in vs]
+    q = [sql_string(v) for v in vs]
     if len(q) == 1:
         return f"{column} = {q[0]}"
     return f"({column} BETWEEN {q[0]} AND {q[-1]} AND {column} IN ({', '.join(q)}))"
@@ -388,8 +388,8 @@ BASE = "_scope_base"
 def _index_members(t: Territory, alias: str) -> tuple[str, str]:
     """Whether the source and the destination of rows ``alias`` (store or roll-up rows)
     are inside ``t``, by the store's territory index."""
-    code = t.code.replace("'", "''")
-    return f"{alias}.src_territory = '{code}'", f"{alias}.dst_territory = '{code}'"
+    code = sql_string(t.code)
+    return f"{alias}.src_territory = {code}", f"{alias}.dst_territory = {code}"
 
 
 def _scope_filter(t: Territory, start: date, end: date, indexed: bool) -> tuple[str, str, str]:

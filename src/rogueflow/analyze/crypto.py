@@ -41,6 +41,7 @@ from rogueflow.analyze.cryptotext import (
     none_finding,
     statement,
 )
+from rogueflow.analyze.engine import sql_string
 from rogueflow.detect.behaviour import MINING_PORTS
 from rogueflow.findings import Finding, Metric, assess, grade
 from rogueflow.intel.indicators import ServiceCatalog
@@ -55,10 +56,6 @@ SESSION = f"{CRYPTO} AND NOT {LOOKUP}"
 # below BEHAVIOUR a label rests on the port number alone (0.4)
 NAMED, ADDRESS, BEHAVIOUR = 0.85, 0.78, 0.45
 COUNTS = ("sessions", "mining", "lookups", "by_name", "by_address", "by_behaviour", "inbound")
-
-
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 class CryptoActivity:
@@ -98,18 +95,20 @@ def _coin_sql(scope: Scope, data: CryptoData) -> str:
             data.inferred[str(r["pool"])] = coin
     if not data.inferred:
         return "COALESCE(coin, 'UNKNOWN')"
-    cases = " ".join(f"WHEN {_quote(p)} THEN {_quote(c)}" for p, c in sorted(data.inferred.items()))
+    cases = " ".join(
+        f"WHEN {sql_string(p)} THEN {sql_string(c)}" for p, c in sorted(data.inferred.items())
+    )
     return f"COALESCE(coin, CASE pool {cases} END, 'UNKNOWN')"
 
 
 def _coin_where(data: CryptoData, coin: str) -> str:
     """SQL selecting one coin's flows (the coin expression inverted)."""
     if coin == "UNKNOWN":
-        known = ", ".join(map(_quote, data.inferred)) or "''"
+        known = ", ".join(map(sql_string, data.inferred)) or "''"
         return f"coin IS NULL AND (pool IS NULL OR pool NOT IN ({known}))"
     pools = [p for p, c in data.inferred.items() if c == coin]
-    extra = f" OR (coin IS NULL AND pool IN ({', '.join(map(_quote, pools))}))" if pools else ""
-    return f"(coin = {_quote(coin)}{extra})"
+    extra = f" OR (coin IS NULL AND pool IN ({', '.join(map(sql_string, pools))}))" if pools else ""
+    return f"(coin = {sql_string(coin)}{extra})"
 
 
 def _collect(scope: Scope) -> CryptoData:

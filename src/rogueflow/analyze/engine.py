@@ -37,7 +37,8 @@ from rogueflow.workspace import Workspace
 _V4_HEX = "00000000000000000000FFFF"
 
 
-def _quote(s: str) -> str:
+def sql_string(s: str) -> str:
+    """``s`` as a SQL string literal (single quotes doubled), for the analyses' SQL."""
     return "'" + s.replace("'", "''") + "'"
 
 
@@ -174,10 +175,10 @@ class DuckDBEngine:
         n_threads = int(workspace.setting("threads", threads))
         if n_threads > 0:
             self.con.execute(f"SET threads = {n_threads}")
-        self.con.execute(f"SET memory_limit = {_quote(str(workspace.setting('memory_limit')))}")
+        self.con.execute(f"SET memory_limit = {sql_string(str(workspace.setting('memory_limit')))}")
         tmp = workspace.root / ".tmp"
         tmp.mkdir(exist_ok=True)
-        self.con.execute(f"SET temp_directory = {_quote(str(tmp))}")
+        self.con.execute(f"SET temp_directory = {sql_string(str(tmp))}")
         self.con.execute("SET TimeZone = 'UTC'")
         register_helpers(self.con)
         self.refresh()
@@ -203,7 +204,7 @@ class DuckDBEngine:
         self.con.register("_empty_flows", FLOW_SCHEMA.empty_table())
         stored = "SELECT * FROM _empty_flows"
         if files:
-            listing = ", ".join(_quote(os.fspath(p)) for p in files)
+            listing = ", ".join(sql_string(os.fspath(p)) for p in files)
             # union_by_name reads every file's footer when the view is defined (1 s for
             # the full demo's 2,026 files, on every report and query): only needed while
             # a source's files have an older schema's columns
@@ -263,7 +264,7 @@ class DuckDBEngine:
             self.con.execute("SET preserve_insertion_order = false")  # parallel writers
             try:
                 self.con.execute(
-                    f"COPY ({query}) TO {_quote(os.fspath(out / 'rows'))} (FORMAT parquet, "
+                    f"COPY ({query}) TO {sql_string(os.fspath(out / 'rows'))} (FORMAT parquet, "
                     "PER_THREAD_OUTPUT true, COMPRESSION lz4_raw, PARQUET_VERSION v2)"
                 )
             finally:
@@ -278,7 +279,7 @@ class DuckDBEngine:
         self.reused[name] = reused
         files = sorted((entry / "rows").glob("*.parquet"))
         if files:
-            listing = ", ".join(_quote(os.fspath(f)) for f in files)
+            listing = ", ".join(sql_string(os.fspath(f)) for f in files)
             rows = f"SELECT * FROM read_parquet([{listing}])"
         else:  # no rows, no file: the query's columns and types from an empty run
             self.con.execute(
@@ -290,7 +291,7 @@ class DuckDBEngine:
 
     def parquet_view(self, name: str, files: list[Path]) -> None:
         """A temporary view over Parquet files of one schema (at least one file)."""
-        listing = ", ".join(_quote(os.fspath(f)) for f in files)
+        listing = ", ".join(sql_string(os.fspath(f)) for f in files)
         self.con.execute(
             f"CREATE OR REPLACE TEMPORARY VIEW {name} AS "
             f"SELECT * FROM read_parquet([{listing}], hive_partitioning = false)"

@@ -26,6 +26,7 @@ from typing import Any
 from rogueflow.addr import format_one
 from rogueflow.analyze.base import AnalysisOutput, provenance, sample_flows
 from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.engine import sql_string
 from rogueflow.findings import (
     Check,
     Confidence,
@@ -54,10 +55,6 @@ ALTERNATIVES = (
     "A designation dated after the traffic shows the wallet's later status, not that the "
     "traffic broke a sanction in force at the time.",
 )
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -272,7 +269,7 @@ def _match(
     used: list[Any],
     refs: tuple[dict[str, Any], ...],
 ) -> Finding:
-    where = f"wallet IN ({', '.join(_q(s.wallet) for s in matched)})"
+    where = f"wallet IN ({', '.join(sql_string(s.wallet) for s in matched)})"
     with scope.trace() as extra:
         links = scope.rows(
             "sanctions: flows of listed wallets",

@@ -25,6 +25,7 @@ from datetime import date, datetime
 
 from rogueflow.addr import format_one, parse_one
 from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.engine import sql_string
 from rogueflow.detect.dnstunnel import _GENERIC_SLD
 
 MIN_QUERIES, MIN_NAMES = 50, 30
@@ -33,10 +34,6 @@ UNIQUE = 0.7
 DIRECT = 0.9
 TUNNEL = "dns.tunnel"
 _SAFE = re.compile(r"^[a-z0-9_.-]+$")
-
-
-def _q(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def registered_sql(name: str) -> str:
@@ -187,8 +184,8 @@ def tunnel_sql(domains: list[Domain]) -> str:
     # the name itself or any name under it, with or without the root's trailing dot
     q = "('.' || lower(dns_query))"
     for n in names:
-        dns.append(f"{q} LIKE {_q('%.' + n)}")
-        dns.append(f"{q} LIKE {_q('%.' + n + '.')}")
+        dns.append(f"{q} LIKE {sql_string('%.' + n)}")
+        dns.append(f"{q} LIKE {sql_string('%.' + n + '.')}")
     if dns:
         conds.append(f"(remote_port = 53 AND side <> 'in' AND ({' OR '.join(dns)}))")
     return "(" + " OR ".join(conds) + ")"
