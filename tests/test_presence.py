@@ -17,6 +17,7 @@ import pytest
 from rogueflow import addr
 from rogueflow.analyze import load_profile, open_scope
 from rogueflow.analyze.counterparts import Counterparts
+from rogueflow.analyze.localness import LOCAL_CATEGORIES, NEUTRAL_CATEGORIES, PLACELESS
 from rogueflow.analyze.presence import PresenceAbroad
 from rogueflow.demo import scenario
 from rogueflow.findings import Finding
@@ -172,7 +173,11 @@ def test_demo_kinds_and_evidence(demo: tuple[Run, dict[str, Any]]) -> None:
     for row in kinds.rows:
         by_country.setdefault(row[0], set()).add(row[1])
     assert {"universities", "government"} <= by_country["IN"]
-    assert "news" in by_country["CN"]
+    # one row per network and category: the own-domain flag splits neutral categories
+    # only (where it decides localness, and a neutral cell is local only under the
+    # country's domain), never a local institution's flows
+    cells = [(row[0], row[3], row[5]) for row in kinds.rows]
+    assert len(cells) == len(set(cells))
     # the universities the demo's Indian students visit, counted from the flows' names
     univ = next(s for s in scenario.SERVICES if s.name == "in-univ")
     assert f.metrics["education_sites_IN"].value == len(univ.names)
@@ -348,3 +353,9 @@ def test_one_machine_never_makes_a_country(tmp_path: Path) -> None:
     lone: Pattern = [(KENET, 443, "www.uonbi.ac.ke", 3, 1)]
     f = _run(_world(tmp_path, GLOBAL + lone, GLOBAL + lone)).finding
     assert _found(f) == []
+
+
+def test_local_and_neutral_categories_are_place_informative() -> None:
+    """``local_sql`` tests ``side = 'out'`` for place-informative: it relies on this."""
+    for cat in (*LOCAL_CATEGORIES, *NEUTRAL_CATEGORIES):
+        assert not cat.startswith(PLACELESS), cat
