@@ -196,6 +196,7 @@ def test_demo_kinds_and_evidence(demo: tuple[Run, dict[str, Any]]) -> None:
     labels = [q.label for q in f.provenance.queries]
     assert "presence: counterpart networks by category" in labels
     assert "counterparts: countries per day" in labels
+    assert "derived view counterpart_cells" in labels  # what those two read
     assert len(f.alternatives) >= 4
     assert set(f.charts) == set(run.charts)
     for chart in run.charts.values():

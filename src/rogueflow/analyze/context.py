@@ -185,6 +185,7 @@ class Scope:
     _cache: dict[str, pa.Table] = field(default_factory=dict)
     _traces: list[list[QueryRecord]] = field(default_factory=list)
     _intel: list[dict[str, Any]] | None = None
+    _derived: dict[str, str] = field(default_factory=dict)
 
     @property
     def territory(self) -> Territory:
@@ -228,6 +229,28 @@ class Scope:
             yield used
         finally:
             self._traces.remove(used)
+
+    def derived(self, name: str, sql: str) -> str:
+        """A view ``name`` over aggregate rows of the scope that several queries read,
+        materialised on first use (in the row cache, like the scope) and recorded as
+        ``derived view NAME`` in the log and in every open trace on each use, so the
+        provenance of each finding reading it, and only of those, holds its
+        definition. Returns ``name``."""
+        sql = _dedent(sql)
+        known = self._derived.get(name)
+        if known is None:
+            try:
+                self.engine.create_view(name, sql, materialise=True)
+            except self.engine.errors as exc:
+                raise RogueflowError(f"derived view {name!r} failed: {exc}") from exc
+            self._derived[name] = sql
+        elif known != sql:
+            raise ValueError(f"derived view {name!r} is already defined differently")
+        rec = QueryRecord(f"derived view {name}", sql)
+        for records in (self.log, *self._traces):
+            if rec not in records:
+                records.append(rec)
+        return name
 
     def weekday(self, expr: str) -> str:
         return self.dialect.weekday.format(x=expr)

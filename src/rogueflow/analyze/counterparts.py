@@ -28,11 +28,12 @@ from typing import Any
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.base import AnalysisOutput, provenance
-from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.context import Scope
 from rogueflow.analyze.countries import (
     SHARE_METHOD,
     UNKNOWN,
     Year,
+    counterpart_cells,
     country_days,
     excluded_sql,
     fill_countries,
@@ -55,11 +56,11 @@ GREYS = {UNCLASSIFIED: "#9e9e9e", NOT_ENRICHED: "#d0d0d0", OTHER: "#6b6b6b"}
 COVERAGE_METHOD = "fraction of the year's counterpart flows"
 MIN_FLOWS, MIN_DAYS = 500, 30
 _OUT = "side <> 'internal'"
-COVERAGE = {  # per year: name -> condition counted
+COVERAGE = {  # per year: name -> condition counted (over the counterpart cells)
     "internal": "side = 'internal'",
     "counterpart": _OUT,
-    "with_country": f"{_OUT} AND remote_country IS NOT NULL",
-    "with_asn": f"{_OUT} AND remote_asn IS NOT NULL",
+    "with_country": f"{_OUT} AND country IS NOT NULL",
+    "with_asn": f"{_OUT} AND asn IS NOT NULL",
     "classified": f"{_OUT} AND category IS NOT NULL AND category <> '{UNCLASSIFIED}'",
     "not_enriched": f"{_OUT} AND category IS NULL",
 }
@@ -114,15 +115,14 @@ class Counterparts:
     # --- aggregates ------------------------------------------------------------------
 
     def _collect(self, scope: Scope, excl: str) -> dict[int, Year]:
-        outside = f"FROM {VIEW} WHERE side <> 'internal'"
+        cells = counterpart_cells(scope, excl)
         countries = country_days(scope, excl)
         networks = scope.rows(
             "counterparts: networks per year",
             f"""
-            SELECT year, remote_asn AS asn, remote_as_org AS org, count(*) AS flows
-            FROM (SELECT year, remote_asn, remote_as_org, {excl} AS excluded_asn {outside}) c
-            WHERE excluded_asn IS NULL
-            GROUP BY year, remote_asn, remote_as_org""",
+            SELECT year, asn, org, sum(flows) AS flows
+            FROM {cells} WHERE side <> 'internal' AND excluded_asn IS NULL
+            GROUP BY year, asn, org""",
         )
         categories = scope.rows(
             "counterparts: categories per day",
@@ -130,12 +130,12 @@ class Counterparts:
             f"WHERE {_OUT} GROUP BY year, day, category",
         )
         sums = ",\n".join(
-            f"CAST(sum(CASE WHEN {cond} THEN 1 ELSE 0 END) AS BIGINT) AS {name}"
+            f"CAST(sum(CASE WHEN {cond} THEN flows ELSE 0 END) AS BIGINT) AS {name}"
             for name, cond in COVERAGE.items()
         )
         coverage = scope.rows(
             "counterparts: enrichment coverage per year",
-            f"SELECT year,\n{sums}\nFROM {VIEW} GROUP BY year ORDER BY year",
+            f"SELECT year,\n{sums}\nFROM {cells} GROUP BY year ORDER BY year",
         )
         years = {int(r["year"]): Year(int(r["year"])) for r in coverage}
         for r in coverage:
@@ -146,12 +146,12 @@ class Counterparts:
             cats.setdefault(r["category"] or NOT_ENRICHED, defaultdict(float))[r["day"]] += r[
                 "flows"
             ]
-        self._networks(scope, years, networks, excl)
+        self._networks(scope, years, networks, cells)
         # an empty year (only internal flows) has no counterparts to describe
         return {k: y for k, y in years.items() if y.days} or years
 
     def _networks(
-        self, scope: Scope, years: dict[int, Year], rows: list[dict[str, Any]], excl: str
+        self, scope: Scope, years: dict[int, Year], rows: list[dict[str, Any]], cells: str
     ) -> None:
         """Top networks per year by flows, then their daily counts (for the intervals)."""
         totals: dict[int, Counter[int]] = defaultdict(Counter)
@@ -164,15 +164,14 @@ class Counterparts:
                 org_votes[int(r["asn"])][str(r["org"])] += int(r["flows"])
         self.orgs = {a: v.most_common(1)[0][0] for a, v in org_votes.items()}
         top = sorted({a for c in totals.values() for a, _ in c.most_common(TOP_TABLE)})
-        keep = f"remote_asn IN ({', '.join(map(str, top))}) OR " if top else ""
+        keep = f"asn IN ({', '.join(map(str, top))}) OR " if top else ""
         daily = scope.rows(
             "counterparts: top networks per day",
             f"""
-            SELECT year, day, remote_asn AS asn, count(*) AS flows
-            FROM (SELECT year, day, remote_asn, {excl} AS excluded_asn
-                  FROM {VIEW} WHERE side <> 'internal') c
-            WHERE excluded_asn IS NULL AND ({keep}remote_asn IS NULL)
-            GROUP BY year, day, remote_asn""",
+            SELECT year, day, asn, sum(flows) AS flows
+            FROM {cells}
+            WHERE side <> 'internal' AND excluded_asn IS NULL AND ({keep}asn IS NULL)
+            GROUP BY year, day, asn""",
         )
         chosen = {y: {a for a, _ in c.most_common(TOP_TABLE)} for y, c in totals.items()}
         for r in daily:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.enrich.intel import UNCLASSIFIED
 from rogueflow.findings import num, pct
 from rogueflow.territory import Territory
 from rogueflow.territory.profile import EPOCH, FOREVER
@@ -66,20 +67,75 @@ def excluded_sql(t: Territory, asn: str = "remote_asn", ts: str = "ts_utc") -> s
     return f"CASE {' '.join(whens)} END" if whens else "CAST(NULL AS BIGINT)"
 
 
+NEUTRAL_CATEGORIES = (UNCLASSIFIED, "other", "email")  # local only under the country's domain
+TLD_EXCEPTIONS = {"GB": "uk"}  # ISO 3166 code -> its ccTLD where they differ
+
+
+def cat_sql(column: str = "category") -> str:
+    """The category, unclassified where the flow was never classified."""
+    return f"coalesce({column}, '{UNCLASSIFIED}')"
+
+
+def quoted(xs: tuple[str, ...]) -> str:
+    """A portable SQL list of (built-in, quote-free) names."""
+    return ", ".join(f"'{x}'" for x in xs)
+
+
+def _tld() -> str:
+    whens = " ".join(f"WHEN '{cc}' THEN '{tld}'" for cc, tld in TLD_EXCEPTIONS.items())
+    return f"CASE remote_country {whens} ELSE lower(remote_country) END"
+
+
+#: the flow's server or DNS name, lower case
+NAME_SQL = "lower(coalesce(server_name, dns_query))"
+#: the name is under the remote end's country-code top-level domain
+CCTLD_SQL = f"({NAME_SQL} LIKE ('%.' || {_tld()}))"
+#: :data:`CCTLD_SQL` where it can make a flow local (outbound, a neutral category), as
+#: 1 or 0: judged on the few flows where it matters, not on every counterpart flow
+GROUP_CCTLD_SQL = (
+    f"CASE WHEN side = 'out' AND {cat_sql()} IN ({quoted(NEUTRAL_CATEGORIES)}) AND {CCTLD_SQL} "
+    "THEN 1 ELSE 0 END"
+)
+
+CELLS = "counterpart_cells"
 COUNTRY_DAYS = "counterparts: countries per day"
 
 
-def country_days_sql(excl: str) -> str:
-    """Counterpart flows per (year, UTC day, excluded AS or NULL, country)."""
+def cells_sql(excl: str) -> str:
+    """Flows per cell of what the counterpart queries group by (``year``, ``day``,
+    ``side``, ``country``, ``asn``, ``org``, ``category`` as stored, ``cctld`` of
+    :data:`GROUP_CCTLD_SQL`, ``excluded_asn``) with ``flows``, ``named`` (flows with a
+    server or DNS name) and ``first_ts``: 0.15M cells for the full demo's 23.7M flows,
+    one scan (1.9 s) instead of one per query (0.8-1.6 s each)."""
+    keys = (
+        f"year, day, side, remote_country, remote_asn, remote_as_org, category, "
+        f"{GROUP_CCTLD_SQL}, {excl}"
+    )
     return f"""
-        SELECT year, day, excluded_asn, country, count(*) AS flows
-        FROM (SELECT year, day, {excl} AS excluded_asn, remote_country AS country
-              FROM {VIEW} WHERE side <> 'internal') c
+        SELECT year, day, side, remote_country AS country, remote_asn AS asn,
+               remote_as_org AS org, category, {GROUP_CCTLD_SQL} AS cctld,
+               {excl} AS excluded_asn, count(*) AS flows,
+               count(coalesce(server_name, dns_query)) AS named, min(ts_utc) AS first_ts
+        FROM {VIEW}
+        GROUP BY {keys}"""
+
+
+def counterpart_cells(scope: Scope, excl: str) -> str:
+    """The view of :func:`cells_sql` (materialised once per scope), by name."""
+    return scope.derived(CELLS, cells_sql(excl))
+
+
+def country_days_sql(cells: str) -> str:
+    """Counterpart flows per (year, UTC day, excluded AS or NULL, country), from the
+    ``cells`` view."""
+    return f"""
+        SELECT year, day, excluded_asn, country, sum(flows) AS flows
+        FROM {cells} WHERE side <> 'internal'
         GROUP BY year, day, excluded_asn, country"""
 
 
 def country_days(scope: Scope, excl: str) -> list[dict[str, Any]]:
-    return scope.rows(COUNTRY_DAYS, country_days_sql(excl))
+    return scope.rows(COUNTRY_DAYS, country_days_sql(counterpart_cells(scope, excl)))
 
 
 def fill_countries(years: dict[int, Year], rows: list[dict[str, Any]]) -> None:

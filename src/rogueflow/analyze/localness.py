@@ -48,15 +48,23 @@ import pyarrow.compute as pc
 
 from rogueflow.analyze import stats
 from rogueflow.analyze.context import VIEW, Scope, one_of
-from rogueflow.analyze.countries import COUNTRY_DAYS, UNKNOWN, country_days_sql
-from rogueflow.enrich.intel import UNCLASSIFIED
+from rogueflow.analyze.countries import (
+    CCTLD_SQL,
+    COUNTRY_DAYS,
+    GROUP_CCTLD_SQL,
+    NAME_SQL,
+    NEUTRAL_CATEGORIES,
+    UNKNOWN,
+    cat_sql,
+    counterpart_cells,
+    country_days_sql,
+    quoted,
+)
 
 LOCAL_CATEGORIES = ("education", "government", "news", "military")
-NEUTRAL_CATEGORIES = (UNCLASSIFIED, "other", "email")  # local only under the country's domain
 PLACELESS = ("anonymizer", "crypto", "filesharing")  # category prefixes
 DOMESTIC = 0.95
 ALPHA = 0.05
-TLD_EXCEPTIONS = {"GB": "uk"}  # ISO 3166 code -> its ccTLD where they differ
 
 #: descriptive only (the kinds table): what an organisation's registered name says it is
 ORG_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -79,23 +87,8 @@ CATEGORY_KINDS = {
 }
 
 
-def _cat() -> str:
-    return f"coalesce(category, '{UNCLASSIFIED}')"
-
-
-def _tld() -> str:
-    whens = " ".join(f"WHEN '{cc}' THEN '{tld}'" for cc, tld in TLD_EXCEPTIONS.items())
-    return f"CASE remote_country {whens} ELSE lower(remote_country) END"
-
-
-NAME_SQL = "lower(coalesce(server_name, dns_query))"
-CCTLD_SQL = f"({NAME_SQL} LIKE ('%.' || {_tld()}))"
-PLACELESS_SQL = " OR ".join(f"{_cat()} LIKE '{p}%'" for p in PLACELESS)
+PLACELESS_SQL = " OR ".join(f"{cat_sql()} LIKE '{p}%'" for p in PLACELESS)
 INFORMATIVE_SQL = f"side = 'out' AND NOT ({PLACELESS_SQL})"
-
-
-def _quoted(xs: tuple[str, ...]) -> str:
-    return ", ".join(f"'{x}'" for x in xs)
 
 
 def local_sql(domestic: set[int]) -> str:
@@ -107,8 +100,8 @@ def local_sql(domestic: set[int]) -> str:
     # placeless (the test asks; skipping the prefix tests per row saves 0.6 s a scan)
     return (
         f"side = 'out' AND remote_country IS NOT NULL AND remote_asn IN ({nets}) AND "
-        f"({_cat()} IN ({_quoted(LOCAL_CATEGORIES)}) OR "
-        f"({_cat()} IN ({_quoted(NEUTRAL_CATEGORIES)}) AND {CCTLD_SQL}))"
+        f"({cat_sql()} IN ({quoted(LOCAL_CATEGORIES)}) OR "
+        f"({cat_sql()} IN ({quoted(NEUTRAL_CATEGORIES)}) AND {CCTLD_SQL}))"
     )
 
 
@@ -171,28 +164,20 @@ class Group:
         return "sites under the country's domain" if self.cctld else self.category
 
 
-#: the own-domain test where it matters (see :class:`Group`)
-GROUP_CCTLD_SQL = (
-    f"CASE WHEN side = 'out' AND {_cat()} IN ({_quoted(NEUTRAL_CATEGORIES)}) AND {CCTLD_SQL} "
-    "THEN 1 ELSE 0 END"
-)
-
-
 def groups(scope: Scope, excl: str) -> list[Group]:
-    """Every counterpart cell's flows (no distinct counts: those need only the local
-    cells, one scan of their flows in :func:`locals_by_country`; counting them here for
-    every cell took 5.8 s of the full demo's 23.7M flows, this query takes 1.5 s)."""
+    """Every counterpart cell's flows, from the counterpart cells (no distinct counts:
+    those need only the local cells, one scan of their flows in
+    :func:`locals_by_country`)."""
+    cells = counterpart_cells(scope, excl)
     rows = scope.rows(
         "presence: counterpart networks by category",
         f"""
-        SELECT country, asn, max(org) AS org, cat, outbound, cctld, count(*) AS flows,
-               count(name) AS named, min(ts_utc) AS first_ts
-        FROM (SELECT ts_utc, remote_country AS country, remote_asn AS asn, remote_as_org AS org,
-                     {_cat()} AS cat, CASE WHEN side = 'out' THEN 1 ELSE 0 END AS outbound,
-                     {GROUP_CCTLD_SQL} AS cctld, coalesce(server_name, dns_query) AS name,
-                     {excl} AS excluded_asn
-              FROM {VIEW} WHERE side <> 'internal') c
-        WHERE excluded_asn IS NULL
+        SELECT country, asn, max(org) AS org, cat, outbound, cctld, sum(flows) AS flows,
+               sum(named) AS named, min(first_ts) AS first_ts
+        FROM (SELECT country, asn, org, {cat_sql()} AS cat,
+                     CASE WHEN side = 'out' THEN 1 ELSE 0 END AS outbound, cctld, flows, named,
+                     first_ts
+              FROM {cells} WHERE side <> 'internal' AND excluded_asn IS NULL) c
         GROUP BY country, asn, cat, outbound, cctld
         ORDER BY country NULLS FIRST, asn NULLS FIRST, cat, outbound, cctld""",
     )
@@ -365,7 +350,7 @@ class Countries:
 
 def countries(scope: Scope, excl: str) -> Countries:
     """The ``counterparts`` query (same SQL, so the scope's cache answers it) as a grid."""
-    table = scope.query(COUNTRY_DAYS, country_days_sql(excl))
+    table = scope.query(COUNTRY_DAYS, country_days_sql(counterpart_cells(scope, excl)))
     kept = table.filter(pc.is_null(table.column("excluded_asn")))
     return Countries(grid(kept, ("flows",)))
 
@@ -415,7 +400,7 @@ def locals_by_country(
                count(DISTINCT {edu.format(x="remote_addr")}) AS edu_addrs
         FROM (SELECT country, asn, cat, cctld, remote_addr, internal_addr, name
               FROM (SELECT remote_country AS country, remote_asn AS asn, remote_addr,
-                           internal_addr, {_cat()} AS cat, {GROUP_CCTLD_SQL} AS cctld,
+                           internal_addr, {cat_sql()} AS cat, {GROUP_CCTLD_SQL} AS cctld,
                            {NAME_SQL} AS name
                     FROM {VIEW} WHERE {where} AND {local_sql(domestic)}) f
               GROUP BY country, asn, cat, cctld, remote_addr, internal_addr, name) c
