@@ -308,6 +308,28 @@ def test_spark_listens_on_loopback_only(spark: Any) -> None:
     assert not outside, f"Spark listens beyond loopback: {outside}"
 
 
+AWKWARD = ["plain", "it's", "a\\b", "\\'", "\\", "", "%.x\\n", "''"]
+
+
+def test_string_constants_read_alike(spark: Any) -> None:
+    """The analyses' string constants (``sql_string``: pool names, wallets, domains from
+    the data) mean the same string on both engines, quotes and backslashes included."""
+    import duckdb
+
+    from rogueflow.analyze.context import one_of
+    from rogueflow.analyze.engine import sql_string
+
+    cols = ", ".join(f"{sql_string(v)} AS c{i}" for i, v in enumerate(AWKWARD))
+    assert list(spark.sql(f"SELECT {cols}").collect()[0]) == AWKWARD
+    assert list(duckdb.sql(f"SELECT {cols}").fetchall()[0]) == AWKWARD
+    values = ", ".join(f"({sql_string(v)})" for v in AWKWARD)
+    cond = one_of("v", AWKWARD[1:4])
+    query = f"SELECT v FROM (VALUES {values}) AS t(v) WHERE {cond} ORDER BY v"
+    want = sorted(AWKWARD[1:4])
+    assert [r[0] for r in spark.sql(query).collect()] == want
+    assert [r[0] for r in duckdb.sql(query).fetchall()] == want
+
+
 def _is_loopback(text: str) -> bool:
     import ipaddress
 

@@ -38,8 +38,16 @@ _V4_HEX = "00000000000000000000FFFF"
 
 
 def sql_string(s: str) -> str:
-    """``s`` as a SQL string literal (single quotes doubled), for the analyses' SQL."""
-    return "'" + s.replace("'", "''") + "'"
+    """``s`` as a SQL string constant that DuckDB and Spark SQL read alike.
+
+    A single quote is doubled (both engines' rule). A backslash is not a character
+    Spark SQL reads literally (``'a\\b'`` is ``a`` and a backspace there, ``a\\b`` in
+    DuckDB), so it is spelled ``chr(92)`` and concatenated: a string without one is a
+    plain literal."""
+    lit = "'" + s.replace("'", "''") + "'"
+    if "\\" not in s:
+        return lit
+    return "(" + lit.replace("\\", "' || chr(92) || '") + ")"
 
 
 def _ip6_text(values: pa.Array) -> pa.Array:
