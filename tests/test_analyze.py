@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import shutil
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -329,6 +331,85 @@ def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
     scope.close()
     kept = [e for e in cache.iterdir() if not e.name.startswith(".")]
     assert len(kept) == 4 and not set(entries) & set(kept)
+
+
+def _scope_table(ws: Workspace) -> pa.Table:
+    scope = open_scope(ws, load_profile("kp", None))
+    try:
+        return scope.engine.arrow("SELECT * FROM _scope_base ORDER BY ALL")
+    finally:
+        scope.close()
+
+
+def _newest_scope_entry(ws: Workspace) -> tuple[Path, dict[str, list[str]]]:
+    cache = ws.root / ".cache" / "rows"
+    scopes = [e for e in cache.iterdir() if "flows_stored" in (e / "query.sql").read_text()]
+    entry = max(scopes, key=lambda e: e.stat().st_mtime_ns)
+    return entry, json.loads((entry / "rows" / "chunks.json").read_text())
+
+
+def test_scope_rows_are_recomputed_only_for_the_months_that_changed(tmp_path: Path) -> None:
+    """After an ingest, the scope's rows of the months whose store files are unchanged
+    are the older entry's files (hard links), and all rows equal a fresh computation."""
+    from rogueflow.analyze.engine import month_groups
+    from rogueflow.store.flowstore import FlowStore
+
+    data = build_three_years(tmp_path, days_per_year=40)
+    ws = data.ws
+    rows = _scope_table(ws)
+    entry, chunks = _newest_scope_entry(ws)
+    store = FlowStore(ws)
+    try:
+        # January and February of three years, and the March 2018 of the noise flows
+        assert len(chunks) == len(month_groups(store.files())) == 7
+    finally:
+        store.close()
+    for when in (datetime(2019, 6, 1, 12, tzinfo=UTC), datetime(2017, 1, 20, 12, tzinfo=UTC)):
+        # a flow in a month without data, then one in a month with data
+        inodes = {n: (entry / "rows" / n).stat().st_ino for ns in chunks.values() for n in ns}
+        extra = write_flows(
+            tmp_path / f"extra-{when:%Y%m}.parquet",
+            np.array([us(when)]),
+            ["175.45.176.9"],
+            ["8.8.8.8"],
+        )
+        ingest_paths(ws, [extra])
+        again = _scope_table(ws)
+        assert again.num_rows == rows.num_rows + 1
+        entry, new = _newest_scope_entry(ws)
+        kept = set(new) & set(chunks)
+        assert len(new) - len(kept) == 1  # the month of the new flow, computed
+        assert len(kept) == len(chunks) - (when.year == 2017)
+        for part in kept:
+            assert new[part] == chunks[part]
+            assert all((entry / "rows" / n).stat().st_ino == inodes[n] for n in new[part])
+        shutil.rmtree(ws.root / ".cache" / "rows")
+        assert _scope_table(ws).equals(again)  # the same rows as computed afresh
+        rows = again
+        entry, chunks = _newest_scope_entry(ws)
+
+
+def test_a_part_is_borrowed_whole_or_not_at_all(tmp_path: Path) -> None:
+    from rogueflow.analyze.rowcache import CHUNKS, RowCache
+
+    def build(d: Path) -> None:
+        (d / "rows").mkdir()
+        for n in ("p-0.parquet", "p-1.parquet"):
+            (d / "rows" / n).write_bytes(n.encode())
+        (d / "rows" / CHUNKS).write_text(json.dumps({"p": ["p-0.parquet", "p-1.parquet"]}))
+
+    cache = RowCache(tmp_path, keep=4)
+    entry, _ = cache.open("a", build)
+    dest = tmp_path / "new"
+    dest.mkdir()
+    assert cache.borrow("p", dest) == ["p-0.parquet", "p-1.parquet"]
+    assert (dest / "p-1.parquet").read_bytes() == b"p-1.parquet"
+    assert cache.borrow("q", tmp_path / "other") is None  # no entry has it
+    (entry / "rows" / "p-1.parquet").unlink()  # a donor missing a file lends nothing
+    dest2 = tmp_path / "new2"
+    dest2.mkdir()
+    assert cache.borrow("p", dest2) is None and not list(dest2.iterdir())
+    cache.release()
 
 
 def test_scope_cache_key_names_the_files_the_rows_came_from(tmp_path: Path) -> None:

@@ -595,7 +595,7 @@ def open_scope(
         try:
             # one scan of the store; every analysis then reads memory (both engines
             # spill to local disk past their memory limit)
-            eng.create_view(BASE, base, materialise=True)
+            eng.create_view(BASE, base, materialise=True, per_flow=True)
             row = eng.arrow(probe).to_pylist()[0]
         except eng.errors as exc:
             raise RogueflowError(f"{eng.name}: cannot read the flow store: {exc}") from exc

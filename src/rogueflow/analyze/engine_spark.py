@@ -275,9 +275,13 @@ class SparkEngine:
         table: pa.Table = self.spark.sql(query).limit(n).toArrow()
         return table
 
-    def create_view(self, name: str, query: str, *, materialise: bool = False) -> None:
+    def create_view(
+        self, name: str, query: str, *, materialise: bool = False, per_flow: bool = False
+    ) -> None:
         """A temporary view; with ``materialise`` computed once and cached (Spark keeps
-        it in executor memory and spills what does not fit to local disk)."""
+        it in executor memory and spills what does not fit to local disk, for this
+        session only: ``per_flow``, which lets DuckDB reuse a month's rows across runs,
+        changes nothing here)."""
         if materialise:
             self.spark.sql(f"CACHE TABLE {name} AS {query}")
             self._cached.append(name)

@@ -13,12 +13,19 @@ processes building the same key, the second discards its copy and reads the firs
 A reader holds a shared ``flock`` on the entry's lock file while it reads; eviction
 (least recently used beyond ``keep`` entries, when a reader releases) takes the lock
 exclusively without waiting, so it never removes rows another process is reading.
+
+An entry built in parts (the scope, a month of store files at a time) lists each
+part's key and files in ``rows/chunks.json``; a new entry takes a part whose key it
+shares from an older entry by hard links (:meth:`RowCache.borrow`), so an ingest of
+new days leaves the other months' rows to be reused, not recomputed. A link is a
+second name of the same file: evicting the older entry later removes only its names.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -28,6 +35,7 @@ from pathlib import Path
 from rogueflow.schema import SCHEMA_VERSION
 
 LOCK = ".lock"
+CHUNKS = "chunks.json"  # in an entry's rows/: part key -> its files (see RowCache.borrow)
 
 
 class RowCache:
@@ -68,6 +76,40 @@ class RowCache:
         if not self._lock_existing(entry):  # evicted between rename and lock: rare
             return self.open(key, build)
         return entry, False
+
+    def borrow(self, part: str, rows: Path) -> list[str] | None:
+        """Hard-link the files of part ``part`` from the newest entry holding it into
+        ``rows`` (a new entry's, still unpublished); their names, or None when no entry
+        has the part whole (then nothing is left in ``rows`` from the attempt)."""
+        donors = sorted(
+            (e for e in self.root.glob("*") if e.is_dir() and not e.name.startswith(".")),
+            key=lambda e: e.stat().st_mtime,
+            reverse=True,
+        )
+        for entry in donors:
+            try:
+                names = json.loads((entry / "rows" / CHUNKS).read_text()).get(part)
+                fd = os.open(entry / LOCK, os.O_RDONLY)
+            except (OSError, ValueError, AttributeError):
+                continue
+            if not isinstance(names, list) or not all(
+                isinstance(n, str) and n.startswith(part) and "/" not in n for n in names
+            ):
+                os.close(fd)
+                continue
+            linked: list[Path] = []
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # not while it is evicted
+                for n in names:
+                    os.link(entry / "rows" / n, rows / n)
+                    linked.append(rows / n)
+                return list(names)
+            except OSError:  # being evicted, or a file is gone: try the next entry
+                for f in linked:
+                    f.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        return None
 
     def release(self) -> None:
         """Unlock every entry this process reads, then evict beyond ``keep``."""
