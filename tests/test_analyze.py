@@ -333,40 +333,56 @@ def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
     assert len(kept) == 4 and not set(entries) & set(kept)
 
 
-def _scope_table(ws: Workspace) -> pa.Table:
+VIEWS = {"flows_stored": "_scope_base", "flows_rollup": "territory_rollup"}
+
+
+def _scope_tables(ws: Workspace) -> dict[str, pa.Table]:
+    """The scope's rows and its trends (from the roll-ups), keyed by what they read."""
     scope = open_scope(ws, load_profile("kp", None))
     try:
-        return scope.engine.arrow("SELECT * FROM _scope_base ORDER BY ALL")
+        return {s: scope.engine.arrow(f"SELECT * FROM {v} ORDER BY ALL") for s, v in VIEWS.items()}
     finally:
         scope.close()
 
 
-def _newest_scope_entry(ws: Workspace) -> tuple[Path, dict[str, list[str]]]:
+def _newest_entries(ws: Workspace) -> dict[str, tuple[Path, dict[str, list[str]]]]:
+    """The newest cache entry of each view of :data:`VIEWS`, and its parts."""
     cache = ws.root / ".cache" / "rows"
-    scopes = [e for e in cache.iterdir() if "flows_stored" in (e / "query.sql").read_text()]
-    entry = max(scopes, key=lambda e: e.stat().st_mtime_ns)
-    return entry, json.loads((entry / "rows" / "chunks.json").read_text())
+    out = {}
+    for source in VIEWS:
+        entries = [e for e in cache.iterdir() if f"FROM {source}" in (e / "query.sql").read_text()]
+        entry = max(entries, key=lambda e: e.stat().st_mtime_ns)
+        out[source] = entry, json.loads((entry / "rows" / "chunks.json").read_text())
+    return out
 
 
 def test_scope_rows_are_recomputed_only_for_the_months_that_changed(tmp_path: Path) -> None:
-    """After an ingest, the scope's rows of the months whose store files are unchanged
-    are the older entry's files (hard links), and all rows equal a fresh computation."""
+    """After an ingest, the scope's and the trends' rows of the months whose files are
+    unchanged are an older entry's files (hard links), and all rows equal a fresh
+    computation."""
     from rogueflow.analyze.engine import month_groups
     from rogueflow.store.flowstore import FlowStore
 
     data = build_three_years(tmp_path, days_per_year=40)
     ws = data.ws
-    rows = _scope_table(ws)
-    entry, chunks = _newest_scope_entry(ws)
+    tables = _scope_tables(ws)
+    entries = _newest_entries(ws)
     store = FlowStore(ws)
     try:
         # January and February of three years, and the March 2018 of the noise flows
-        assert len(chunks) == len(month_groups(store.files())) == 7
+        assert len(month_groups(store.files())) == 7
+        assert len(month_groups(store.rollups(store.files()))) == 7
     finally:
         store.close()
+    assert all(len(chunks) == 7 for _, chunks in entries.values())
     for when in (datetime(2019, 6, 1, 12, tzinfo=UTC), datetime(2017, 1, 20, 12, tzinfo=UTC)):
         # a flow in a month without data, then one in a month with data
-        inodes = {n: (entry / "rows" / n).stat().st_ino for ns in chunks.values() for n in ns}
+        inodes = {
+            n: (entry / "rows" / n).stat().st_ino
+            for entry, chunks in entries.values()
+            for ns in chunks.values()
+            for n in ns
+        }
         extra = write_flows(
             tmp_path / f"extra-{when:%Y%m}.parquet",
             np.array([us(when)]),
@@ -374,19 +390,26 @@ def test_scope_rows_are_recomputed_only_for_the_months_that_changed(tmp_path: Pa
             ["8.8.8.8"],
         )
         ingest_paths(ws, [extra])
-        again = _scope_table(ws)
-        assert again.num_rows == rows.num_rows + 1
-        entry, new = _newest_scope_entry(ws)
-        kept = set(new) & set(chunks)
-        assert len(new) - len(kept) == 1  # the month of the new flow, computed
-        assert len(kept) == len(chunks) - (when.year == 2017)
-        for part in kept:
-            assert new[part] == chunks[part]
-            assert all((entry / "rows" / n).stat().st_ino == inodes[n] for n in new[part])
+        again = _scope_tables(ws)
+        assert again["flows_stored"].num_rows == tables["flows_stored"].num_rows + 1
+        assert again["flows_rollup"].num_rows in (
+            tables["flows_rollup"].num_rows,  # the flow joined an existing quarter hour
+            tables["flows_rollup"].num_rows + 1,
+        )
+        now = _newest_entries(ws)
+        for source, (entry, new) in now.items():
+            chunks = entries[source][1]
+            kept = set(new) & set(chunks)
+            assert len(new) - len(kept) == 1, source  # the month of the new flow
+            assert len(kept) == len(chunks) - (when.year == 2017), source
+            for part in kept:
+                assert new[part] == chunks[part]
+                assert all((entry / "rows" / n).stat().st_ino == inodes[n] for n in new[part])
         shutil.rmtree(ws.root / ".cache" / "rows")
-        assert _scope_table(ws).equals(again)  # the same rows as computed afresh
-        rows = again
-        entry, chunks = _newest_scope_entry(ws)
+        fresh = _scope_tables(ws)
+        for source in VIEWS:  # the same rows as computed afresh
+            assert fresh[source].equals(again[source]), source
+        tables, entries = again, _newest_entries(ws)
 
 
 def test_a_part_is_borrowed_whole_or_not_at_all(tmp_path: Path) -> None:

@@ -119,9 +119,10 @@ def test_nfdump_csv_layout_matches_nfdump(result: tuple[dict, Path], tmp_path: P
 
 
 def test_report_benchmark_on_the_small_demo(demo_reference, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """benchmarks/report.py reuses a demo workspace, times the report twice in its own process
-    and records what it measured (the small demo is under the target's 20M flows, so
-    its verdict is FAIL by construction: the verdict needs the full demo)."""
+    """benchmarks/report.py reuses a demo workspace, times the report twice in its own
+    process (and once more on a copy after an ingest) and records what it measured (the
+    small demo is under the target's 20M flows, so its verdict is FAIL by construction:
+    the verdict needs the full demo)."""
     import argparse
 
     import report as report_bench
@@ -135,6 +136,13 @@ def test_report_benchmark_on_the_small_demo(demo_reference, tmp_path: Path) -> N
     assert rep["seconds"] > 0 and rep["peak_rss"] > 0
     assert res["again"]["scope_flows"] == rep["scope_flows"]
     assert res["again"]["findings"] == rep["findings"]
+    # the third run: a hard-linked copy after an ingest of one more day, a quarter of
+    # its flows the territory's; the reused workspace itself is left as it was
+    plus = res["after_ingest"]
+    added = plus["scope_flows"] - rep["scope_flows"]
+    assert 0.2 * report_bench.NEXT_DAY_FLOWS < added < 0.3 * report_bench.NEXT_DAY_FLOWS
+    assert report_bench.stored_flows(demo_reference.ws.root) == res["stored_flows"]
+    assert not (tmp_path / "report" / "ws-plus-one-day").exists()
     assert json.loads((tmp_path / "report.json").read_text())["report"] == rep
 
 

@@ -406,6 +406,9 @@ def _dedent(sql: str) -> str:
 
 
 BASE = "_scope_base"
+#: the window of a report given no --from/--to (in the SQL: its text stays the same as
+#: data is added, so the row cache can reuse the months an ingest did not change)
+OPEN_WINDOW = (date(1970, 1, 1), date(2099, 12, 31))
 
 
 def _index_members(t: Territory, alias: str) -> tuple[str, str]:
@@ -586,8 +589,8 @@ def open_scope(
         index_used = indexed(t, eng.store.claims(eng.files))
         base = base_sql(
             t,
-            start or date(1970, 1, 1),
-            end or date(2099, 12, 31),
+            start or OPEN_WINDOW[0],
+            end or OPEN_WINDOW[1],
             dialect,
             indexed=index_used,
         )
@@ -595,7 +598,7 @@ def open_scope(
         try:
             # one scan of the store; every analysis then reads memory (both engines
             # spill to local disk past their memory limit)
-            eng.create_view(BASE, base, materialise=True, per_flow=True)
+            eng.create_view(BASE, base, materialise=True, rows_of="flows_stored")
             row = eng.arrow(probe).to_pylist()[0]
         except eng.errors as exc:
             raise RogueflowError(f"{eng.name}: cannot read the flow store: {exc}") from exc
@@ -632,10 +635,15 @@ def open_scope(
             and quarter_hours(t, first, last)
         ):
             eng.parquet_view("flows_rollup", rollups)
-            trends = rollup_sql(t, scope.start, scope.end, first, last, dialect)
+            # the same window as the scope's (not the data's first and last day, which
+            # select the same roll-up rows): an ingest of later days leaves the SQL as
+            # it was, so the months it did not touch are reused from the row cache
+            trends = rollup_sql(
+                t, start or OPEN_WINDOW[0], end or OPEN_WINDOW[1], first, last, dialect
+            )
             # once: a store has a roll-up per file, thousands of small files, and the
             # view computes local time; its rows are a fraction of the scope's
-            eng.create_view(ROLLUP_VIEW, trends, materialise=True)
+            eng.create_view(ROLLUP_VIEW, trends, materialise=True, rows_of="flows_rollup")
             scope.log.append(QueryRecord(f"view {ROLLUP_VIEW}", _dedent(trends)))
             scope.trend = ROLLUP_TREND
         return scope

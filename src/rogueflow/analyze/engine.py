@@ -38,7 +38,7 @@ from rogueflow.store.flowstore import FlowStore
 from rogueflow.workspace import Workspace
 
 _V4_HEX = "00000000000000000000FFFF"
-STORE_VIEW = "flows_stored"  # what a per-flow materialised query reads
+STORE_VIEW = "flows_stored"  # the stored flows (a materialised view's rows_of)
 
 
 def sql_string(s: str) -> str:
@@ -145,7 +145,7 @@ class Engine(Protocol):
     def head(self, query: str, n: int) -> pa.Table: ...
 
     def create_view(
-        self, name: str, query: str, *, materialise: bool = False, per_flow: bool = False
+        self, name: str, query: str, *, materialise: bool = False, rows_of: str | None = None
     ) -> None: ...
 
     def parquet_view(self, name: str, files: list[Path]) -> None: ...
@@ -184,6 +184,7 @@ class DuckDBEngine:
             workspace.root / ".cache" / "rows", int(workspace.setting("scope_cache"))
         )
         self.reused: dict[str, bool] = {}  # materialised view -> rows came from the cache
+        self._parquet: dict[str, list[Path]] = {}  # parquet_view name -> its files
         self.files: list[Path] = []
         self.con = duckdb.connect(config={"allow_unsigned_extensions": False})
         n_threads = int(workspace.setting("threads", threads))
@@ -264,12 +265,13 @@ class DuckDBEngine:
         return plain_integers(self.con.sql(query).limit(n).to_arrow_table())
 
     def create_view(
-        self, name: str, query: str, *, materialise: bool = False, per_flow: bool = False
+        self, name: str, query: str, *, materialise: bool = False, rows_of: str | None = None
     ) -> None:
         """A temporary view; with ``materialise`` over the query's rows computed once;
-        ``per_flow``: each row of ``query`` comes from one flow of ``flows_stored`` (no
-        aggregate), so its rows are built a month of store files at a time and each
-        month's reused by later runs over the same files of that month.
+        ``rows_of``: each row of ``query`` comes from one row of that view (no
+        aggregate), ``flows_stored`` or a :meth:`parquet_view` over day-partitioned
+        files, so its rows are built a month of those files at a time and each month's
+        reused by later runs over the same files of that month.
 
         Materialised rows are Parquet files in the workspace's row cache
         (:mod:`rogueflow.analyze.rowcache`: reused by the next run over the same files,
@@ -295,12 +297,14 @@ class DuckDBEngine:
             finally:
                 self.con.execute("RESET preserve_insertion_order")
 
-        if per_flow and STORE_VIEW not in query:
-            raise ValueError(f"view {name}: a per-flow query reads {STORE_VIEW}")
+        if rows_of is not None and (
+            rows_of not in query or (rows_of != STORE_VIEW and rows_of not in self._parquet)
+        ):
+            raise ValueError(f"view {name}: rows of {rows_of}, which it does not read")
 
         def build(out: Path) -> None:
-            if per_flow:
-                self._build_by_month(query, version, out / "rows", copy)
+            if rows_of is not None:
+                self._build_by_month(query, rows_of, version, out / "rows", copy)
             else:
                 copy(out / "rows")
             (out / "query.sql").write_text(query)
@@ -323,26 +327,29 @@ class DuckDBEngine:
         self.con.execute(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {rows}")
 
     def _build_by_month(
-        self, query: str, version: str, rows: Path, copy: Callable[[Path], None]
+        self, query: str, source: str, version: str, rows: Path, copy: Callable[[Path], None]
     ) -> None:
-        """The rows of ``query`` (which reads ``flows_stored``) one month of store files at
-        a time, each month's rows taken (hard-linked) from an older cache entry that
-        computed them from the same files, else computed over those files alone.
+        """The rows of ``query`` one month of ``source``'s files at a time (``source``:
+        ``flows_stored`` or a Parquet view), each month's rows taken (hard-linked) from
+        an older cache entry that computed them from the same files, else computed
+        with ``source`` redefined over that month's files alone.
 
-        A query of rows (the scope: each row from one stored flow) over a month's
-        files gives exactly that month's share of the rows over all files, so after an
-        ingest of new days a report recomputes only the months they fall in (the full
-        demo's scope: 23.7M flows in 35 months). ``rows/chunks.json`` names each
-        month's key and files, for the next build to find."""
+        A query of rows (the scope: each row from one stored flow; the trends: one
+        from each roll-up row) over a month's files gives exactly that month's share
+        of the rows over all files, so after an ingest of new days a report
+        recomputes only the months they fall in (the full demo's scope: 23.7M flows
+        in 35 months). ``rows/chunks.json`` names each month's key and files, for the
+        next build to find."""
+        everything, define = self._view_files(source)
         rows.mkdir()
         chunks: dict[str, list[str]] = {}
         try:
-            for files in month_groups(self.files):
+            for files in month_groups(everything):
                 chunk = self.row_cache.key(query, files, version)
                 names = self.row_cache.borrow(chunk, rows)
                 if names is None:
                     part = rows / f".{chunk}"
-                    self._define_stored(files)
+                    define(files)
                     copy(part)
                     names = []
                     for i, f in enumerate(sorted(part.glob("*.parquet"))):
@@ -351,11 +358,18 @@ class DuckDBEngine:
                     shutil.rmtree(part)
                 chunks[chunk] = names
         finally:
-            self._define_stored(self.files)
+            define(everything)
         (rows / CHUNKS).write_text(json.dumps(chunks, indent=1))
+
+    def _view_files(self, view: str) -> tuple[list[Path], Callable[[list[Path]], None]]:
+        """The files view ``view`` reads and how to define it over others."""
+        if view == STORE_VIEW:
+            return self.files, self._define_stored
+        return list(self._parquet[view]), lambda files: self.parquet_view(view, files)
 
     def parquet_view(self, name: str, files: list[Path]) -> None:
         """A temporary view over Parquet files of one schema (at least one file)."""
+        self._parquet[name] = list(files)
         listing = ", ".join(sql_string(os.fspath(f)) for f in files)
         self.con.execute(
             f"CREATE OR REPLACE TEMPORARY VIEW {name} AS "

@@ -276,11 +276,11 @@ class SparkEngine:
         return table
 
     def create_view(
-        self, name: str, query: str, *, materialise: bool = False, per_flow: bool = False
+        self, name: str, query: str, *, materialise: bool = False, rows_of: str | None = None
     ) -> None:
         """A temporary view; with ``materialise`` computed once and cached (Spark keeps
         it in executor memory and spills what does not fit to local disk, for this
-        session only: ``per_flow``, which lets DuckDB reuse a month's rows across runs,
+        session only: ``rows_of``, which lets DuckDB reuse a month's rows across runs,
         changes nothing here)."""
         if materialise:
             self.spark.sql(f"CACHE TABLE {name} AS {query}")
