@@ -435,6 +435,16 @@ def test_a_part_is_borrowed_whole_or_not_at_all(tmp_path: Path) -> None:
     cache.release()
 
 
+def test_a_copied_workspace_keeps_its_scope_cache(tmp_path: Path) -> None:
+    """Files are keyed by their path inside the workspace: a copy (times kept) reuses."""
+    data = build_three_years(tmp_path, days_per_year=20)
+    n, reused = _scope_count(data.ws)
+    assert not reused
+    copy = tmp_path / "copy"
+    shutil.copytree(data.ws.root, copy)  # copy2: modification times kept
+    assert _scope_count(Workspace(copy)) == (n, True)
+
+
 def test_scope_cache_key_names_the_files_the_rows_came_from(tmp_path: Path) -> None:
     """An ingest committing between an engine's start and its materialisation must not
     label the rows (read from the earlier files) with the new file list."""

@@ -47,10 +47,14 @@ class RowCache:
         self._held: dict[Path, int] = {}  # entry -> fd holding its shared lock
 
     def key(self, query: str, files: list[Path], version: str) -> str:
+        """The entry of ``query``'s rows over ``files``. A file is named by its path
+        relative to the cache (inside the workspace), so a workspace moved or copied
+        with its cache keeps its entries."""
         h = hashlib.sha256(f"{SCHEMA_VERSION}\0{version}\0{query}\0".encode())
         for p in files:
             st = p.stat()
-            h.update(f"{os.fspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            rel = os.path.relpath(p, self.root)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
         return h.hexdigest()[:40]
 
     def open(self, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
