@@ -355,7 +355,7 @@ class DuckDBEngine:
                     for i, f in enumerate(sorted(part.glob("*.parquet"))):
                         f.rename(rows / f"{chunk}-{i}.parquet")
                         names.append(f"{chunk}-{i}.parquet")
-                    shutil.rmtree(part)
+                    shutil.rmtree(part, ignore_errors=True)  # none when no rows
                 chunks[chunk] = names
         finally:
             define(everything)
