@@ -152,9 +152,12 @@ def provenance(
     )
 
 
-def sample_flows(scope: Scope, label: str, where: str, limit: int = 10) -> tuple[SampleFlow, ...]:
-    """Up to ``limit`` flows of the scope matching ``where`` (SQL over ``territory_flows``),
-    earliest first, as evidence rows with their Community ID.
+def sample_flows(
+    scope: Scope, label: str, where: str, limit: int = 10, *, view: str = VIEW
+) -> tuple[SampleFlow, ...]:
+    """Up to ``limit`` flows of the scope matching ``where`` (SQL over ``territory_flows``,
+    or over ``view``, a subset of its rows), earliest first, as evidence rows with their
+    Community ID.
 
     >>> sample_flows(scope, "monero mining samples", "coin = 'XMR'", 5)  # doctest: +SKIP
     """
@@ -164,7 +167,7 @@ def sample_flows(scope: Scope, label: str, where: str, limit: int = 10) -> tuple
         SELECT ts_utc, ts_end, side, internal_addr, remote_addr, internal_port, remote_port,
                proto, packets + rev_packets AS packets, bytes + rev_bytes AS bytes,
                service, category, evidence
-        FROM {VIEW} WHERE {where}
+        FROM {view} WHERE {where}
         ORDER BY ts_utc, internal_addr, remote_addr, internal_port, remote_port, proto
         LIMIT {int(limit)}
         """,
