@@ -412,6 +412,28 @@ def test_scope_rows_are_recomputed_only_for_the_months_that_changed(tmp_path: Pa
         tables, entries = again, _newest_entries(ws)
 
 
+def test_an_entry_without_its_lock_is_built_again(tmp_path: Path) -> None:
+    """A workspace copied without the cache's lock files (as ``copytree`` with an
+    ignore pattern does) holds entries no cache published: they are rebuilt."""
+    from rogueflow.analyze.rowcache import LOCK, RowCache
+
+    built: list[Path] = []
+
+    def build(d: Path) -> None:
+        (d / "rows").mkdir()
+        (d / "rows" / "x.parquet").write_bytes(b"new")
+        built.append(d)
+
+    stale = tmp_path / "k"
+    (stale / "rows").mkdir(parents=True)
+    (stale / "rows" / "x.parquet").write_bytes(b"old")
+    cache = RowCache(tmp_path, keep=4)
+    entry, reused = cache.open("k", build)
+    assert not reused and len(built) == 1
+    assert (entry / LOCK).exists() and (entry / "rows" / "x.parquet").read_bytes() == b"new"
+    cache.release()
+
+
 def test_a_part_is_borrowed_whole_or_not_at_all(tmp_path: Path) -> None:
     from rogueflow.analyze.rowcache import CHUNKS, RowCache
 

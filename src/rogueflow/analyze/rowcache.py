@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from rogueflow.errors import RogueflowError
 from rogueflow.schema import SCHEMA_VERSION
 
 LOCK = ".lock"
@@ -60,26 +61,34 @@ class RowCache:
     def open(self, key: str, build: Callable[[Path], None]) -> tuple[Path, bool]:
         """The entry for ``key``, locked for reading; ``build(dir)`` fills a new one.
 
-        Returns the entry and whether it was reused."""
+        Returns the entry and whether it was reused. A directory of the key without
+        its lock file was never published by a cache (every entry has its lock before
+        it is renamed into place): a copy made without the locks, or one an evictor is
+        removing. It is removed and built again."""
         self.root.mkdir(parents=True, exist_ok=True)
         entry = self.root / key
-        if self._lock_existing(entry):
-            return entry, True
-        self._remove_orphans()
-        work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.root))
-        try:
-            build(work)
-            (work / LOCK).touch()
+        for _ in range(3):  # another process may evict it between rename and lock
+            if self._lock_existing(entry):
+                return entry, True
+            if entry.exists():
+                shutil.rmtree(entry, ignore_errors=True)
+            self._remove_orphans()
+            work = Path(tempfile.mkdtemp(prefix=f".build-{os.getpid()}-", dir=self.root))
             try:
-                os.rename(work, entry)
-            except OSError:  # another process published the same key first
+                build(work)
+                (work / LOCK).touch()
+                try:
+                    os.rename(work, entry)
+                except OSError:  # another process published the same key first
+                    shutil.rmtree(work, ignore_errors=True)
+            except BaseException:
                 shutil.rmtree(work, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
-        if not self._lock_existing(entry):  # evicted between rename and lock: rare
-            return self.open(key, build)
-        return entry, False
+                raise
+            if self._lock_existing(entry):
+                return entry, False
+        raise RogueflowError(
+            f"{entry}: cannot publish and lock a row cache entry (remove the directory)"
+        )
 
     def borrow(self, part: str, rows: Path) -> list[str] | None:
         """Hard-link the files of part ``part`` from the newest entry holding it into
