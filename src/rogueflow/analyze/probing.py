@@ -47,6 +47,7 @@ MAX_REPEATED = 5  # more repeated probers than this: scanning is routine, not ta
 STAND_OUT = 10  # a prober's attempts per burst day over the background's per source-day
 TOP_ORGS = 10
 MAX_SAMPLED_SOURCES = 5
+INBOUND_VIEW = "inbound_flows"
 
 BUCKETS = ((100, "100+"), (BURST_ATTEMPTS, f"{BURST_ATTEMPTS}–99"), (5, "5–19"), (2, "2–4"))
 
@@ -106,7 +107,7 @@ class InboundProbing:
                        count(DISTINCT CASE WHEN {failed_sql()} THEN remote_addr END) AS bi,
                        count(DISTINCT CASE WHEN {failed_sql(True)} THEN remote_addr END) AS uni,
                        max(sampling_rate) AS max_rate
-                FROM {VIEW} WHERE side = 'in'""",
+                FROM {inbound_flows(scope)} WHERE side = 'in'""",
             )[0]
             # no reverse counters anywhere: a UDP request looks the same answered or not
             uniflow = int(inbound["inbound"] or 0) > 0 and not int(inbound["with_reply"] or 0)
@@ -119,14 +120,14 @@ class InboundProbing:
                        count(DISTINCT remote_addr) AS sources
                 FROM (SELECT remote_addr, local_day, count(*) AS attempts,
                              {_bucket_sql("count(*)")} AS bucket
-                      FROM {VIEW} WHERE {failed} GROUP BY remote_addr, local_day) sd
+                      FROM {inbound_flows(scope)} WHERE {failed} GROUP BY remote_addr, local_day) sd
                 GROUP BY bucket""",
             )
             daily = scope.rows(
                 "probing: failed inbound attempts per local day",
                 f"""
                 SELECT local_day, count(*) AS attempts, count(DISTINCT remote_addr) AS sources
-                FROM {VIEW} WHERE {failed} GROUP BY local_day ORDER BY local_day""",
+                FROM {inbound_flows(scope)} WHERE {failed} GROUP BY local_day ORDER BY local_day""",
             )
             sources = self._sources(scope, failed)
             orgs = self._orgs(scope, failed)
@@ -179,7 +180,7 @@ class InboundProbing:
                    min(ts_utc) AS first_ts, max(ts_utc) AS last_ts,
                    max(remote_asn) AS asn, max(remote_as_org) AS org,
                    max(remote_country) AS country
-            FROM {VIEW} WHERE {failed}
+            FROM {inbound_flows(scope)} WHERE {failed}
             GROUP BY remote_addr, local_day HAVING count(*) >= {BURST_ATTEMPTS}"""
         rows = scope.rows("probing: burst days (source, local day)", bursts)
         by: dict[bytes, Source] = {}
@@ -201,7 +202,7 @@ class InboundProbing:
                    sum(CASE WHEN {ANSWERED_SQL} THEN 1 ELSE 0 END) AS answered,
                    count(DISTINCT CASE WHEN {failed} THEN internal_addr END) AS targets,
                    count(DISTINCT CASE WHEN {failed} THEN internal_port END) AS ports
-            FROM {VIEW} WHERE side = 'in' AND remote_addr IN ({chosen})
+            FROM {inbound_flows(scope)} WHERE side = 'in' AND remote_addr IN ({chosen})
             GROUP BY remote_addr""",
         )
         for r in totals:
@@ -212,7 +213,7 @@ class InboundProbing:
             "probing: ports tried by bursting sources",
             f"""
             SELECT remote_addr, internal_port, count(*) AS attempts
-            FROM {VIEW} WHERE {failed} AND remote_addr IN ({chosen})
+            FROM {inbound_flows(scope)} WHERE {failed} AND remote_addr IN ({chosen})
             GROUP BY remote_addr, internal_port""",
         )
         per: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
@@ -229,7 +230,7 @@ class InboundProbing:
             SELECT remote_asn AS asn, remote_as_org AS org, remote_country AS country,
                    count(*) AS attempts, count(DISTINCT remote_addr) AS sources,
                    count(DISTINCT local_day) AS days
-            FROM {VIEW} WHERE {failed}
+            FROM {inbound_flows(scope)} WHERE {failed}
             GROUP BY remote_asn, remote_as_org, remote_country
             ORDER BY attempts DESC, asn NULLS LAST, org NULLS LAST, country NULLS LAST
             LIMIT {TOP_ORGS * 3}""",
@@ -243,8 +244,15 @@ class InboundProbing:
                 f"local_day = DATE '{day.isoformat()}' AND {failed} "
                 f"AND ip_text(remote_addr) = '{s.address}'"
             )
-            out += sample_flows(scope, f"probing: first failed attempts of {s.address}", where, 3)
+            label = f"probing: first failed attempts of {s.address}"
+            out += sample_flows(scope, label, where, 3, view=inbound_flows(scope))
         return tuple(out)
+
+
+def inbound_flows(scope: Scope) -> str:
+    """The scope's inbound flows, materialised once (every probing query reads only
+    these: 94k of the full demo's 23.7M flows, each query 0.2-0.45 s over the scope)."""
+    return scope.derived(INBOUND_VIEW, f"SELECT * FROM {VIEW} WHERE side = 'in'")
 
 
 # --- judgment ----------------------------------------------------------------------------
