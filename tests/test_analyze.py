@@ -412,6 +412,28 @@ def test_scope_rows_are_recomputed_only_for_the_months_that_changed(tmp_path: Pa
         tables, entries = again, _newest_entries(ws)
 
 
+def test_eviction_keeps_every_entry_of_the_last_run(tmp_path: Path) -> None:
+    """A report materialises more views than ``keep`` (scope, trends, derived views):
+    its own entries all survive it, older ones fill what ``keep`` leaves."""
+    import time as _time
+
+    from rogueflow.analyze.rowcache import RowCache
+
+    def build(d: Path) -> None:
+        (d / "rows").mkdir()
+
+    run1 = RowCache(tmp_path, keep=2)
+    for k in "abc":
+        run1.open(k, build)
+        _time.sleep(0.01)  # distinct modification times
+    run1.release()
+    assert sorted(e.name for e in tmp_path.iterdir()) == ["a", "b", "c"]
+    run2 = RowCache(tmp_path, keep=2)
+    run2.open("d", build)
+    run2.release()  # d, and the most recent one of the older: c
+    assert sorted(e.name for e in tmp_path.iterdir()) == ["c", "d"]
+
+
 def test_an_entry_without_its_lock_is_built_again(tmp_path: Path) -> None:
     """A workspace copied without the cache's lock files (as ``copytree`` with an
     ignore pattern does) holds entries no cache published: they are rebuilt."""

@@ -105,10 +105,10 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         4,
         "Materialised report views kept in <workspace>/.cache/rows for later runs over "
-        "the same files (a report makes three: its scope, about 28 bytes per flow in it, "
-        "its trends from the roll-ups and its counterpart cells; the scope is kept a "
-        "month of store files at a time, so a report after an ingest recomputes only "
-        "the months the ingest changed; 0: none).",
+        "the same files (a report makes five: its scope, about 28 bytes per flow in it, "
+        "its trends from the roll-ups and three derived views, all kept after it even "
+        "beyond this number; the scope is kept a month of store files at a time, so a "
+        "report after an ingest recomputes only the months the ingest changed; 0: none).",
         env="ROGUEFLOW_SCOPE_CACHE",
     ),
     Setting(

@@ -46,6 +46,7 @@ class RowCache:
         self.root = root
         self.keep = max(0, keep)
         self._held: dict[Path, int] = {}  # entry -> fd holding its shared lock
+        self._used: set[Path] = set()  # entries opened (reused or built) by this cache
 
     def key(self, query: str, files: list[Path], version: str) -> str:
         """The entry of ``query``'s rows over ``files``. A file is named by its path
@@ -132,12 +133,20 @@ class RowCache:
         self.evict()
 
     def evict(self) -> None:
+        """Remove the least recently used entries beyond ``keep``. The entries this cache
+        opened are kept whatever their number (with ``keep`` ≥ 1): a report materialises
+        several views, and losing its scope — the first made, so the least recently
+        used — would leave the next run nothing to reuse. ``keep`` 0 keeps none."""
         entries = sorted(
             (e for e in self.root.glob("*") if e.is_dir() and not e.name.startswith(".")),
             key=lambda e: e.stat().st_mtime,
             reverse=True,
         )
-        for entry in entries[self.keep :]:
+        if self.keep:
+            mine = [e for e in entries if e in self._used]
+            entries = [e for e in entries if e not in self._used]
+            entries = entries[max(0, self.keep - len(mine)) :]
+        for entry in entries:
             if entry in self._held:
                 continue
             try:
@@ -165,6 +174,7 @@ class RowCache:
             return False
         os.utime(entry)  # most recently used
         self._held[entry] = fd
+        self._used.add(entry)
         return True
 
     def _remove_orphans(self) -> None:
