@@ -469,13 +469,15 @@ def test_a_part_is_borrowed_whole_or_not_at_all(tmp_path: Path) -> None:
     entry, _ = cache.open("a", build)
     dest = tmp_path / "new"
     dest.mkdir()
-    assert cache.borrow("p", dest) == ["p-0.parquet", "p-1.parquet"]
+    lenders = cache.lenders()
+    assert [e for e, _ in lenders] == [entry]
+    assert cache.borrow("p", dest, lenders) == ["p-0.parquet", "p-1.parquet"]
     assert (dest / "p-1.parquet").read_bytes() == b"p-1.parquet"
-    assert cache.borrow("q", tmp_path / "other") is None  # no entry has it
+    assert cache.borrow("q", tmp_path / "other", lenders) is None  # no entry has it
     (entry / "rows" / "p-1.parquet").unlink()  # a donor missing a file lends nothing
     dest2 = tmp_path / "new2"
     dest2.mkdir()
-    assert cache.borrow("p", dest2) is None and not list(dest2.iterdir())
+    assert cache.borrow("p", dest2, lenders) is None and not list(dest2.iterdir())
     cache.release()
 
 

@@ -343,10 +343,11 @@ class DuckDBEngine:
         everything, define = self._view_files(source)
         rows.mkdir()
         chunks: dict[str, list[str]] = {}
+        lenders = self.row_cache.lenders()
         try:
             for files in month_groups(everything):
                 chunk = self.row_cache.key(query, files, version)
-                names = self.row_cache.borrow(chunk, rows)
+                names = self.row_cache.borrow(chunk, rows, lenders)
                 if names is None:
                     part = rows / f".{chunk}"
                     define(files)

@@ -91,25 +91,35 @@ class RowCache:
             f"{entry}: cannot publish and lock a row cache entry (remove the directory)"
         )
 
-    def borrow(self, part: str, rows: Path) -> list[str] | None:
-        """Hard-link the files of part ``part`` from the newest entry holding it into
-        ``rows`` (a new entry's, still unpublished); their names, or None when no entry
-        has the part whole (then nothing is left in ``rows`` from the attempt)."""
-        donors = sorted(
-            (e for e in self.root.glob("*") if e.is_dir() and not e.name.startswith(".")),
-            key=lambda e: e.stat().st_mtime,
-            reverse=True,
-        )
-        for entry in donors:
+    def lenders(self) -> list[tuple[Path, dict[str, list[str]]]]:
+        """The published entries built in parts, newest first, with their parts (read
+        once per build: a scope has a part per month)."""
+        out = []
+        for entry in self._entries():
             try:
-                names = json.loads((entry / "rows" / CHUNKS).read_text()).get(part)
-                fd = os.open(entry / LOCK, os.O_RDONLY)
-            except (OSError, ValueError, AttributeError):
+                parts = json.loads((entry / "rows" / CHUNKS).read_text())
+            except (OSError, ValueError):
                 continue
+            if isinstance(parts, dict):
+                out.append((entry, parts))
+        return out
+
+    def borrow(
+        self, part: str, rows: Path, lenders: list[tuple[Path, dict[str, list[str]]]]
+    ) -> list[str] | None:
+        """Hard-link the files of part ``part`` from the newest of ``lenders``
+        (:meth:`lenders`) holding it into ``rows`` (a new entry's, still unpublished);
+        their names, or None when no entry has the part whole (then nothing is left in
+        ``rows`` from the attempt)."""
+        for entry, parts in lenders:
+            names = parts.get(part)
             if not isinstance(names, list) or not all(
                 isinstance(n, str) and n.startswith(part) and "/" not in n for n in names
             ):
-                os.close(fd)
+                continue
+            try:
+                fd = os.open(entry / LOCK, os.O_RDONLY)
+            except OSError:  # evicted since the lenders were listed
                 continue
             linked: list[Path] = []
             try:
@@ -137,11 +147,7 @@ class RowCache:
         opened are kept whatever their number (with ``keep`` ≥ 1): a report materialises
         several views, and losing its scope — the first made, so the least recently
         used — would leave the next run nothing to reuse. ``keep`` 0 keeps none."""
-        entries = sorted(
-            (e for e in self.root.glob("*") if e.is_dir() and not e.name.startswith(".")),
-            key=lambda e: e.stat().st_mtime,
-            reverse=True,
-        )
+        entries = self._entries()
         if self.keep:
             mine = [e for e in entries if e in self._used]
             entries = [e for e in entries if e not in self._used]
@@ -162,6 +168,14 @@ class RowCache:
                 shutil.rmtree(entry, ignore_errors=True)
             finally:
                 os.close(fd)
+
+    def _entries(self) -> list[Path]:
+        """Published entries, most recently used first."""
+        return sorted(
+            (e for e in self.root.glob("*") if e.is_dir() and not e.name.startswith(".")),
+            key=lambda e: e.stat().st_mtime,
+            reverse=True,
+        )
 
     def _lock_existing(self, entry: Path) -> bool:
         try:
