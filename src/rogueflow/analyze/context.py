@@ -583,17 +583,12 @@ def open_scope(
     if start is not None and end is not None and end < start:
         raise ConfigError(f"--to {end} is before --from {start}")
     t = profile.territory
+    lo, hi = start or OPEN_WINDOW[0], end or OPEN_WINDOW[1]  # the window in the SQL
     eng = open_engine(ws, engine, spark_master=spark_master)
     try:
         dialect = DIALECTS[eng.name]
         index_used = indexed(t, eng.store.claims(eng.files))
-        base = base_sql(
-            t,
-            start or OPEN_WINDOW[0],
-            end or OPEN_WINDOW[1],
-            dialect,
-            indexed=index_used,
-        )
+        base = base_sql(t, lo, hi, dialect, indexed=index_used)
         probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
         try:
             # one scan of the store; every analysis then reads memory (both engines
@@ -638,9 +633,7 @@ def open_scope(
             # the same window as the scope's (not the data's first and last day, which
             # select the same roll-up rows): an ingest of later days leaves the SQL as
             # it was, so the months it did not touch are reused from the row cache
-            trends = rollup_sql(
-                t, start or OPEN_WINDOW[0], end or OPEN_WINDOW[1], first, last, dialect
-            )
+            trends = rollup_sql(t, lo, hi, first, last, dialect)
             # once: a store has a roll-up per file, thousands of small files, and the
             # view computes local time; its rows are a fraction of the scope's
             eng.create_view(ROLLUP_VIEW, trends, materialise=True, rows_of="flows_rollup")

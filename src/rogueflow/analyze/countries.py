@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+import pyarrow as pa
+
 from rogueflow.analyze import stats
 from rogueflow.analyze.context import VIEW, Scope
+from rogueflow.analyze.engine import sql_string
 from rogueflow.enrich.intel import UNCLASSIFIED
 from rogueflow.findings import num, pct
 from rogueflow.territory import Territory
@@ -77,8 +80,8 @@ def cat_sql(column: str = "category") -> str:
 
 
 def quoted(xs: tuple[str, ...]) -> str:
-    """A portable SQL list of (built-in, quote-free) names."""
-    return ", ".join(f"'{x}'" for x in xs)
+    """A portable SQL list of the strings ``xs``."""
+    return ", ".join(map(sql_string, xs))
 
 
 def _tld() -> str:
@@ -134,8 +137,13 @@ def country_days_sql(cells: str) -> str:
         GROUP BY year, day, excluded_asn, country"""
 
 
+def country_days_table(scope: Scope, excl: str) -> pa.Table:
+    """The rows of :func:`country_days_sql` (one query for counterparts and presence)."""
+    return scope.query(COUNTRY_DAYS, country_days_sql(counterpart_cells(scope, excl)))
+
+
 def country_days(scope: Scope, excl: str) -> list[dict[str, Any]]:
-    return scope.rows(COUNTRY_DAYS, country_days_sql(counterpart_cells(scope, excl)))
+    return list(country_days_table(scope, excl).to_pylist())
 
 
 def fill_countries(years: dict[int, Year], rows: list[dict[str, Any]]) -> None:

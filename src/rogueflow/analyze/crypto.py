@@ -86,8 +86,9 @@ def _catalog() -> ServiceCatalog:
 
 def crypto_flows(scope: Scope) -> str:
     """The scope's mining and blockchain flows (:data:`CRYPTO`), materialised once: a
-    few hundred thousand of the full demo's 23.7M flows, which the sixteen crypto
-    queries then read instead of each scanning the scope (0.3-0.5 s each)."""
+    few hundred thousand of the full demo's 23.7M flows, which the collection's six
+    queries and each coin's two samples then read instead of each scanning the scope
+    (0.3-0.5 s each)."""
     return scope.derived(CRYPTO_VIEW, f"SELECT * FROM {VIEW} WHERE {CRYPTO}")
 
 

@@ -99,6 +99,7 @@ class InboundProbing:
         out = AnalysisOutput()
         t = scope.territory
         with scope.trace() as used:
+            flows = inbound_flows(scope)
             inbound = scope.rows(
                 "probing: inbound flows and reverse counters",
                 f"""
@@ -107,7 +108,7 @@ class InboundProbing:
                        count(DISTINCT CASE WHEN {failed_sql()} THEN remote_addr END) AS bi,
                        count(DISTINCT CASE WHEN {failed_sql(True)} THEN remote_addr END) AS uni,
                        max(sampling_rate) AS max_rate
-                FROM {inbound_flows(scope)} WHERE side = 'in'""",
+                FROM {flows} WHERE side = 'in'""",
             )[0]
             # no reverse counters anywhere: a UDP request looks the same answered or not
             uniflow = int(inbound["inbound"] or 0) > 0 and not int(inbound["with_reply"] or 0)
@@ -120,14 +121,14 @@ class InboundProbing:
                        count(DISTINCT remote_addr) AS sources
                 FROM (SELECT remote_addr, local_day, count(*) AS attempts,
                              {_bucket_sql("count(*)")} AS bucket
-                      FROM {inbound_flows(scope)} WHERE {failed} GROUP BY remote_addr, local_day) sd
+                      FROM {flows} WHERE {failed} GROUP BY remote_addr, local_day) sd
                 GROUP BY bucket""",
             )
             daily = scope.rows(
                 "probing: failed inbound attempts per local day",
                 f"""
                 SELECT local_day, count(*) AS attempts, count(DISTINCT remote_addr) AS sources
-                FROM {inbound_flows(scope)} WHERE {failed} GROUP BY local_day ORDER BY local_day""",
+                FROM {flows} WHERE {failed} GROUP BY local_day ORDER BY local_day""",
             )
             sources = self._sources(scope, failed)
             orgs = self._orgs(scope, failed)
@@ -175,12 +176,13 @@ class InboundProbing:
 
     def _sources(self, scope: Scope, failed: str) -> list[Source]:
         """Every source with at least one burst day: its burst days, then its totals."""
+        flows = inbound_flows(scope)
         bursts = f"""
             SELECT remote_addr, local_day, count(*) AS attempts,
                    min(ts_utc) AS first_ts, max(ts_utc) AS last_ts,
                    max(remote_asn) AS asn, max(remote_as_org) AS org,
                    max(remote_country) AS country
-            FROM {inbound_flows(scope)} WHERE {failed}
+            FROM {flows} WHERE {failed}
             GROUP BY remote_addr, local_day HAVING count(*) >= {BURST_ATTEMPTS}"""
         rows = scope.rows("probing: burst days (source, local day)", bursts)
         by: dict[bytes, Source] = {}
@@ -202,7 +204,7 @@ class InboundProbing:
                    sum(CASE WHEN {ANSWERED_SQL} THEN 1 ELSE 0 END) AS answered,
                    count(DISTINCT CASE WHEN {failed} THEN internal_addr END) AS targets,
                    count(DISTINCT CASE WHEN {failed} THEN internal_port END) AS ports
-            FROM {inbound_flows(scope)} WHERE side = 'in' AND remote_addr IN ({chosen})
+            FROM {flows} WHERE side = 'in' AND remote_addr IN ({chosen})
             GROUP BY remote_addr""",
         )
         for r in totals:
@@ -213,7 +215,7 @@ class InboundProbing:
             "probing: ports tried by bursting sources",
             f"""
             SELECT remote_addr, internal_port, count(*) AS attempts
-            FROM {inbound_flows(scope)} WHERE {failed} AND remote_addr IN ({chosen})
+            FROM {flows} WHERE {failed} AND remote_addr IN ({chosen})
             GROUP BY remote_addr, internal_port""",
         )
         per: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
@@ -224,13 +226,14 @@ class InboundProbing:
         return sorted(by.values(), key=lambda s: (not s.repeated, -s.attempts, s.addr))
 
     def _orgs(self, scope: Scope, failed: str) -> list[dict[str, Any]]:
+        flows = inbound_flows(scope)
         return scope.rows(
             "probing: failed inbound attempts by organisation",
             f"""
             SELECT remote_asn AS asn, remote_as_org AS org, remote_country AS country,
                    count(*) AS attempts, count(DISTINCT remote_addr) AS sources,
                    count(DISTINCT local_day) AS days
-            FROM {inbound_flows(scope)} WHERE {failed}
+            FROM {flows} WHERE {failed}
             GROUP BY remote_asn, remote_as_org, remote_country
             ORDER BY attempts DESC, asn NULLS LAST, org NULLS LAST, country NULLS LAST
             LIMIT {TOP_ORGS * 3}""",
@@ -238,6 +241,7 @@ class InboundProbing:
 
     def _samples(self, scope: Scope, repeated: list[Source], failed: str) -> tuple[SampleFlow, ...]:
         out: list[SampleFlow] = []
+        flows = inbound_flows(scope)
         for s in repeated[:MAX_SAMPLED_SOURCES]:
             day = min(s.days)
             where = (
@@ -245,7 +249,7 @@ class InboundProbing:
                 f"AND ip_text(remote_addr) = '{s.address}'"
             )
             label = f"probing: first failed attempts of {s.address}"
-            out += sample_flows(scope, label, where, 3, view=inbound_flows(scope))
+            out += sample_flows(scope, label, where, 3, view=flows)
         return tuple(out)
 
 
