@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rogueflow import addr
+from rogueflow.arrays import masked
 from rogueflow.detect import DETECTOR_PREFIXES
 from rogueflow.intel.indicators import CATEGORIES, CONFIDENCE, ServiceCatalog, ServiceMatch
 from rogueflow.intel.ranges import Queries, RangeTable
@@ -122,11 +123,13 @@ class _Strings:
         """
         if self._array is None:
             self._array = pa.array(self._values, pa.string())
-        valid = codes >= 0
-        used = np.flatnonzero(np.bincount(codes[valid], minlength=len(self._values)))
-        remap = np.zeros(len(self._values), dtype=np.int32)
+        # slot 0 counts the nulls; code c counts at c + 1
+        counts = np.bincount(codes + 1, minlength=len(self._values) + 1)
+        used = np.flatnonzero(counts[1:])
+        # remap[-1] (the null code) is 0, any valid index: those rows are masked
+        remap = np.zeros(len(self._values) + 1, dtype=np.int32)
         remap[used] = np.arange(len(used), dtype=np.int32)
-        indices = pa.array(remap[np.where(valid, codes, 0)], pa.int32(), mask=~valid)
+        indices = masked(remap[codes], codes < 0, pa.int32())
         return pa.DictionaryArray.from_arrays(indices, self._array.take(pa.array(used)))
 
 
@@ -304,7 +307,7 @@ class Enricher:
                 asn[rows] = self._values(snap, 1, idx)
                 org[rows] = self._values(snap, 2, idx)
             cols[f"{end}_country"] = strings.column(country)
-            cols[f"{end}_asn"] = pa.array(np.clip(asn, 0, None), pa.uint32(), mask=asn < 0)
+            cols[f"{end}_asn"] = masked(np.clip(asn, 0, None), asn < 0, pa.uint32())
             cols[f"{end}_as_org"] = strings.column(org)
 
         label = self._classify(table, ts_us, mark, addrs)
@@ -324,7 +327,7 @@ class Enricher:
         inverse = enc.indices.to_numpy().astype(np.int32, copy=False)
         empty = np.array([t is None for t in texts])[inverse]
         cols["intel"] = pa.DictionaryArray.from_arrays(
-            pa.array(inverse, pa.int32(), mask=empty),
+            masked(inverse, empty, pa.int32()),
             pa.array([t or "" for t in texts], pa.string()),
         )
         for name, col in cols.items():

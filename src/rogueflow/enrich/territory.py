@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rogueflow import addr
+from rogueflow.arrays import masked
 from rogueflow.territory import Territory, builtin_codes, load_builtin, utc_offsets
 
 U64 = npt.NDArray[np.uint64]
@@ -220,7 +221,7 @@ class TerritoryIndex:
             for k, t in enumerate(self.territories):
                 code[_member_pairs(t, hi_half, lo_half, ts_us) & (code < 0)] = k
             out.append(
-                pa.DictionaryArray.from_arrays(pa.array(code, pa.int32(), mask=code < 0), names)
+                pa.DictionaryArray.from_arrays(masked(code, code < 0, pa.int32()), names)
             )
         return out[0], out[1]
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rogueflow import addr
+from rogueflow.arrays import masked
 from rogueflow.errors import ConfigError, InputError
 from rogueflow.schema import FIELD_BY_NAME, TIMESTAMP
 
@@ -263,7 +264,7 @@ def _ints(col: pa.Array, w: _Where, canon: str, name: str, target: pa.DataType) 
             raise InputError(
                 w.path, w.at(i), f"{name} {col[i].as_py()!r} is out of range for {target}"
             )
-        col = pa.array(np.round(np.where(nulls, 0.0, v)).astype(np.int64), mask=nulls)
+        col = masked(np.round(np.where(nulls, 0.0, v)), nulls, pa.int64())
     try:
         out = pc.cast(col, target)
     except pa.ArrowInvalid:

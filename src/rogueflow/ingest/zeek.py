@@ -39,6 +39,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 
 from rogueflow import addr
+from rogueflow.arrays import masked
 from rogueflow.errors import InputError
 from rogueflow.ingest.base import ReadOptions, compression_of, text_head
 from rogueflow.schema import TIMESTAMP
@@ -619,7 +620,7 @@ class PassiveDns:
             jj = np.maximum(j, 0)
             ok = (j >= 0) & (self.order_key[jj] // width == key_id) & (at <= self.until[jj])
             pick[rows[ok]] = self.row[jj[ok]]
-        return self.queries.take(pa.array(pick, mask=pick < 0))
+        return self.queries.take(masked(pick, pick < 0, pa.int64()))
 
 
 def conn_table(t: pa.Table, *, path: Path, locate: Locate, options: ReadOptions,

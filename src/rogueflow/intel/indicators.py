@@ -29,6 +29,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from rogueflow import addr
+from rogueflow.arrays import masked
 from rogueflow.errors import InputError
 from rogueflow.intel.domains import DomainTable, entry_problem, normalise
 
@@ -760,10 +761,10 @@ class ServiceCatalog:
     ) -> ServiceMatch:
         none = svc < 0
         cat = pa.DictionaryArray.from_arrays(
-            pa.array(self._cat_code[svc], pa.int32(), mask=none), pa.array(CATEGORIES)
+            masked(self._cat_code[svc], none, pa.int32()), pa.array(CATEGORIES)
         )
         evidence = pa.DictionaryArray.from_arrays(
-            pa.array(np.where(none, 0, ev).astype(np.int32), pa.int32(), mask=none),
+            masked(np.where(none, 0, ev), none, pa.int32()),
             pa.array(words, pa.string()),
         )
         return ServiceMatch(svc, cat, conf, evidence)
