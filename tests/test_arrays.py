@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rogueflow.arrays import masked
+from rogueflow.arrays import masked, prefer_jemalloc
 
 TYPES = [pa.int32(), pa.int64(), pa.uint32(), pa.uint16(), pa.float32()]
 
@@ -32,3 +32,18 @@ def test_masked_all_or_none_null(fill: bool) -> None:
     got = masked(np.arange(1000), np.full(1000, fill), pa.int32())
     assert got.null_count == (1000 if fill else 0)
     assert got.to_pylist() == ([None] * 1000 if fill else list(range(1000)))
+
+
+def test_prefer_jemalloc_sets_the_default_pool() -> None:
+    before = pa.default_memory_pool()
+    try:
+        prefer_jemalloc()
+        prefer_jemalloc()  # idempotent
+        try:
+            has = pa.jemalloc_memory_pool() is not None
+        except NotImplementedError:
+            has = False
+        want = "jemalloc" if has else before.backend_name
+        assert pa.default_memory_pool().backend_name == want
+    finally:
+        pa.set_memory_pool(before)

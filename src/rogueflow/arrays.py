@@ -1,4 +1,4 @@
-"""numpy to Arrow on the ingest's hot paths.
+"""Arrow on the ingest's hot paths: numpy conversions and the memory pool.
 
 ``pa.array(values, type, mask=nulls)`` converts the boolean mask to a validity bitmap
 one element at a time: 5 ms for 262k rows when no row is null, 40x what packing the
@@ -24,3 +24,19 @@ def masked(
     count = int(np.count_nonzero(nulls))
     bitmap = pa.py_buffer(np.packbits(~nulls, bitorder="little")) if count else None
     return pa.Array.from_buffers(type, len(data), [bitmap, pa.py_buffer(data)], null_count=count)
+
+
+def prefer_jemalloc() -> None:
+    """Make jemalloc Arrow's default memory pool, where this pyarrow build has it.
+
+    Ingest allocates and frees a few hundred MiB per second of batch-sized buffers.
+    With jemalloc instead of the default mimalloc the kernel zeroes fewer fresh pages:
+    over three alternating pairs of 20M-flow Parquet ingests it saved 0.7-1.0 system
+    CPU-s and ran 1-10% faster (benchmarks/run.py). Process-wide and idempotent;
+    buffers already allocated stay with the pool that made them.
+    """
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a build without jemalloc keeps its default
+        return
+    pa.set_memory_pool(pool)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from rogueflow.arrays import prefer_jemalloc
 from rogueflow.errors import InputError, RogueflowError
 from rogueflow.ingest.base import ReadOptions
 from rogueflow.ingest.pipeline import expand, ingest_file
@@ -36,6 +37,7 @@ def ingest_paths(
     from rogueflow.detect.behaviour import Behaviour
     from rogueflow.enrich.intel import Enricher
 
+    prefer_jemalloc()
     files = expand(paths)
     store = FlowStore(ws)
     enricher = Enricher(ws)
@@ -97,6 +99,7 @@ def enrich_store(
 
     from rogueflow.enrich.intel import Enricher
 
+    prefer_jemalloc()
     store = FlowStore(ws)
     enricher = Enricher(ws)
     wanted = set(sources)

@@ -220,9 +220,7 @@ class TerritoryIndex:
             code = np.full(len(ts_us), -1, dtype=np.int32)
             for k, t in enumerate(self.territories):
                 code[_member_pairs(t, hi_half, lo_half, ts_us) & (code < 0)] = k
-            out.append(
-                pa.DictionaryArray.from_arrays(masked(code, code < 0, pa.int32()), names)
-            )
+            out.append(pa.DictionaryArray.from_arrays(masked(code, code < 0, pa.int32()), names))
         return out[0], out[1]
 
 
