@@ -191,6 +191,9 @@ class DuckDBEngine:
         if n_threads > 0:
             self.con.execute(f"SET threads = {n_threads}")
         self.con.execute(f"SET memory_limit = {sql_string(str(workspace.setting('memory_limit')))}")
+        # every query of a report reads the same files: their footers are parsed once, not
+        # once per query (DuckDB checks each file's modification time before reusing one)
+        self.con.execute("SET parquet_metadata_cache = true")
         tmp = workspace.root / ".tmp"
         tmp.mkdir(exist_ok=True)
         self.con.execute(f"SET temp_directory = {sql_string(str(tmp))}")
