@@ -306,7 +306,10 @@ def _scope_count(ws: Workspace) -> tuple[int, bool]:
         scope.close()
 
 
-def test_scope_rows_are_reused_until_the_store_changes(tmp_path: Path) -> None:
+def test_scope_rows_are_reused_until_the_store_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROGUEFLOW_USE_SCOPE_FILES", "0")  # the scope built from the store
     data = build_three_years(tmp_path, days_per_year=40)
     ws = data.ws
     cache = ws.root / ".cache" / "rows"
@@ -356,10 +359,13 @@ def _newest_entries(ws: Workspace) -> dict[str, tuple[Path, dict[str, list[str]]
     return out
 
 
-def test_scope_rows_are_recomputed_only_for_the_months_that_changed(tmp_path: Path) -> None:
+def test_scope_rows_are_recomputed_only_for_the_months_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """After an ingest, the scope's and the trends' rows of the months whose files are
     unchanged are an older entry's files (hard links), and all rows equal a fresh
     computation."""
+    monkeypatch.setenv("ROGUEFLOW_USE_SCOPE_FILES", "0")  # the scope built from the store
     from rogueflow.analyze.engine import month_groups
     from rogueflow.store.flowstore import FlowStore
 
@@ -481,8 +487,11 @@ def test_a_part_is_borrowed_whole_or_not_at_all(tmp_path: Path) -> None:
     cache.release()
 
 
-def test_a_copied_workspace_keeps_its_scope_cache(tmp_path: Path) -> None:
+def test_a_copied_workspace_keeps_its_scope_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Files are keyed by their path inside the workspace: a copy (times kept) reuses."""
+    monkeypatch.setenv("ROGUEFLOW_USE_SCOPE_FILES", "0")  # the scope built from the store
     data = build_three_years(tmp_path, days_per_year=20)
     n, reused = _scope_count(data.ws)
     assert not reused
@@ -546,6 +555,7 @@ def test_scope_cache_never_evicts_rows_being_read(tmp_path: Path) -> None:
 
 
 def test_scope_cache_off_keeps_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROGUEFLOW_USE_SCOPE_FILES", "0")  # the scope built from the store
     monkeypatch.setenv("ROGUEFLOW_SCOPE_CACHE", "0")
     data = build_three_years(tmp_path, days_per_year=20)
     assert _scope_count(data.ws) == (len(data.ts_us), False)
@@ -700,7 +710,10 @@ def _scope_rows(ws: Workspace, profile: ProfileInfo) -> tuple[list[tuple[object,
         scope.close()
 
 
-def test_scope_reads_the_territory_index_only_where_every_file_holds_it(tmp_path: Path) -> None:
+def test_scope_reads_the_territory_index_only_where_every_file_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROGUEFLOW_USE_SCOPE_FILES", "0")  # the scope built from the store
     rng = np.random.default_rng(7)
     n = 3_000
     pool = ["175.45.176.9", "175.45.179.200", "210.52.109.4", "77.94.35.1", "8.8.8.8",

@@ -15,6 +15,7 @@ from rogueflow.intel.snapshots import IntelStore
 from rogueflow.ops import enrich_store, ingest_paths
 from rogueflow.schema import ENRICHMENT, FLOW_SCHEMA, MEASURED, METADATA_KEY, SCHEMA_VERSION
 from rogueflow.store.flowstore import FlowStore, read_store_file
+from rogueflow.store.scopefile import SCOPE_DIR
 from rogueflow.workspace import Workspace
 
 WATCHED = "175.45.176.10"
@@ -139,9 +140,14 @@ def test_reenrich_changes_derived_columns_only(workspace: Workspace, tmp_path: P
     assert _rows(workspace, "SELECT dst_country FROM flows") == [("MY",)]
     assert _rows(workspace, "SELECT count(*) FROM flows") == [(1,)]
     store = FlowStore(workspace)
-    assert {p.name for p in workspace.flows_dir.rglob("*.parquet")} == {
-        Path(x.path).name for x in store.catalog.files()
-    }
+    stored = {p for p in workspace.flows_dir.rglob("*.parquet") if SCOPE_DIR not in p.parts}
+    assert {p.name for p in stored} == {Path(x.path).name for x in store.catalog.files()}
+    # the source's scope file was rewritten with the new country
+    (scoped,) = [x.path for x in store.catalog.scope_files() if x.path is not None]
+    assert {p.relative_to(workspace.flows_dir).as_posix() for p in
+            (workspace.flows_dir / SCOPE_DIR).rglob("*.parquet")} == {scoped}  # fmt: skip
+    table = pq.read_table(workspace.flows_dir / scoped)
+    assert table.column("remote_country").to_pylist() == ["MY"]
 
 
 def test_schema_1_files_read_and_upgrade(workspace: Workspace, tmp_path: Path) -> None:

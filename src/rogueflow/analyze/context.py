@@ -480,6 +480,20 @@ def base_sql(
     """
 
 
+SCOPED = "flows_scoped"  # the scope files' rows (see rogueflow.store.scopefile)
+
+
+def scoped_sql(t: Territory, start: date, end: date) -> str:
+    """``_scope_base`` from the scope files the store wrote at ingest (view ``SCOPED``):
+    their rows are ``base_sql``'s over the open window, in its columns; the window
+    selects the report's."""
+    note = f"/* scope files of the store's territory index, {t.code} {fingerprint(t)} */"
+    return f"""
+    SELECT * FROM {SCOPED} s {note}
+    WHERE s.ts_utc >= {_ts(start)} AND s.ts_utc < {_ts(end + timedelta(days=1))}
+    """
+
+
 def rollup_sql(
     t: Territory, start: date, end: date, first: datetime, last: datetime, dialect: Dialect
 ) -> str:
@@ -588,12 +602,25 @@ def open_scope(
     try:
         dialect = DIALECTS[eng.name]
         index_used = indexed(t, eng.store.claims(eng.files))
-        base = base_sql(t, lo, hi, dialect, indexed=index_used)
+        # written at ingest from the same index: no scan of the store at all (Spark
+        # builds its scope from the store: its reading of their naive timestamps is
+        # not the embedded engine's)
+        scoped = (
+            eng.store.scope_files(t.code, eng.files)
+            if index_used and eng.name == "duckdb" and int(ws.setting("use_scope_files"))
+            else None
+        )
         probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
         try:
-            # one scan of the store; every analysis then reads memory (both engines
-            # spill to local disk past their memory limit)
-            eng.create_view(BASE, base, materialise=True, rows_of="flows_stored")
+            if scoped:
+                eng.parquet_view(SCOPED, scoped)
+                base = scoped_sql(t, lo, hi)
+                eng.create_view(BASE, base)
+            else:
+                base = base_sql(t, lo, hi, dialect, indexed=index_used)
+                # one scan of the store; every analysis then reads its rows (both
+                # engines spill to local disk past their memory limit)
+                eng.create_view(BASE, base, materialise=True, rows_of="flows_stored")
             row = eng.arrow(probe).to_pylist()[0]
         except eng.errors as exc:
             raise RogueflowError(f"{eng.name}: cannot read the flow store: {exc}") from exc

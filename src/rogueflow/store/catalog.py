@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS files (
     territories TEXT                -- the footer's territory index claim (NULL: not copied)
 );
 CREATE INDEX IF NOT EXISTS files_source ON files(source_id);
+CREATE TABLE IF NOT EXISTS scope_files (  -- see rogueflow.store.scopefile
+    source_id TEXT NOT NULL,
+    territory TEXT NOT NULL,
+    path      TEXT,                 -- relative to store/flows; NULL: no flow touches it
+    rows      INTEGER NOT NULL,
+    PRIMARY KEY (source_id, territory)
+);
 """
 
 
@@ -117,6 +124,17 @@ class StoredFile:
     territories: str | None = None
 
 
+@dataclass(frozen=True)
+class ScopeFile:
+    """A source's scope file for one indexed territory (:mod:`rogueflow.store.scopefile`):
+    ``path`` relative to the store, None when none of the source's flows touches it."""
+
+    source_id: str
+    territory: str
+    path: str | None
+    rows: int
+
+
 class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -165,6 +183,21 @@ class Catalog:
             ).fetchall()
         return [StoredFile(*r) for r in rows]
 
+    def scope_files(
+        self, source_id: str | None = None, territory: str | None = None
+    ) -> list[ScopeFile]:
+        """The scope-file rows of one source, or of one territory, or all."""
+        where, args = [], []
+        for column, value in (("source_id", source_id), ("territory", territory)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT source_id, territory, path, rows FROM scope_files"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._db.execute(sql + " ORDER BY source_id, territory", args).fetchall()
+        return [ScopeFile(*r) for r in rows]
+
     def totals(self) -> tuple[int, int, int]:
         """(sources, rows, bytes on disk)."""
         n_src = self._db.execute("SELECT count(*) FROM sources").fetchone()[0]
@@ -173,11 +206,20 @@ class Catalog:
         ).fetchone()
         return int(n_src), int(rows), int(size)
 
-    def replace_source(self, source: Source, files: Iterable[StoredFile]) -> list[StoredFile]:
-        """Commit ``source`` with ``files`` in one transaction, replacing any source
-        with the same hash. Returns the files the replaced source owned (to delete)."""
+    def replace_source(
+        self, source: Source, files: Iterable[StoredFile], scopes: Iterable[ScopeFile] = ()
+    ) -> list[StoredFile]:
+        """Commit ``source`` with ``files`` and its ``scopes`` in one transaction, replacing
+        any source with the same hash. Returns the files the replaced source owned (to
+        delete; its scope files are listed by :meth:`scope_files` before the call)."""
         files = list(files)
         with self.transaction() as db:
+            db.execute(
+                "DELETE FROM scope_files WHERE source_id IN "
+                "(SELECT source_id FROM sources WHERE sha256 = ?)",
+                (source.sha256,),
+            )
+            _insert_scopes(db, scopes)
             old = db.execute(
                 f"SELECT {_FILE_COLS} FROM files WHERE source_id IN "
                 "(SELECT source_id FROM sources WHERE sha256 = ?)",
@@ -211,15 +253,23 @@ class Catalog:
         return [StoredFile(*r) for r in old]
 
     def swap_files(
-        self, source_id: str, files: Iterable[StoredFile], schema_version: int
+        self,
+        source_id: str,
+        files: Iterable[StoredFile],
+        schema_version: int,
+        scopes: Iterable[ScopeFile] | None = None,
     ) -> list[StoredFile]:
-        """Replace a source's files in one transaction (re-enrichment, migration).
+        """Replace a source's files (and, given ``scopes``, its scope files) in one
+        transaction (re-enrichment, migration).
 
         Returns the files it owned before, for the caller to delete.
         """
         files = list(files)
         with self.transaction() as db:
             old = _take_files(db, source_id)
+            if scopes is not None:
+                db.execute("DELETE FROM scope_files WHERE source_id = ?", (source_id,))
+                _insert_scopes(db, scopes)
             db.executemany(
                 _INSERT_FILES,
                 [(f.path, f.source_id, f.day, f.rows, f.bytes, f.territories) for f in files],
@@ -233,6 +283,7 @@ class Catalog:
     def remove_source(self, source_id: str) -> list[StoredFile]:
         with self.transaction() as db:
             old = _take_files(db, source_id)
+            db.execute("DELETE FROM scope_files WHERE source_id = ?", (source_id,))
             db.execute("DELETE FROM sources WHERE source_id = ?", (source_id,))
         return old
 
@@ -249,6 +300,13 @@ _INSERT_FILES = f"INSERT INTO files ({_FILE_COLS}) VALUES (?,?,?,?,?,?)"
 _SOURCE_COLS = (
     "source_id, sha256, path, format, size, rows, first_ts, last_ts, ingested_at, schema_version"
 )
+
+
+def _insert_scopes(db: sqlite3.Connection, scopes: Iterable[ScopeFile]) -> None:
+    db.executemany(
+        "INSERT INTO scope_files (source_id, territory, path, rows) VALUES (?,?,?,?)",
+        [(f.source_id, f.territory, f.path, f.rows) for f in scopes],
+    )
 
 
 def _take_files(db: sqlite3.Connection, source_id: str) -> list[StoredFile]:

@@ -45,9 +45,10 @@ from rogueflow.schema import (
     STORE_SCHEMA,
     upgrade,
 )
-from rogueflow.store.catalog import Catalog, Source, StoredFile, now_iso
+from rogueflow.store.catalog import Catalog, ScopeFile, Source, StoredFile, now_iso
 from rogueflow.store.rollup import rollup_path, write_rollup
 from rogueflow.store.rows import I64, Rows, unpack
+from rogueflow.store.scopefile import SCOPE_DIR, SCOPE_GROUP_ROWS, ScopeWriter
 from rogueflow.workspace import Workspace
 
 HASH_CHUNK = 1 << 20
@@ -116,28 +117,34 @@ class FlowStore:
             stage = self.ws.staging_dir / ingest_id
             stage.mkdir(parents=True)
             try:
+                scoper = self._scope_writer(stage, f"{source_id}-{ingest_id}.parquet")
                 writer = _DayPartitionWriter(
                     stage,
                     prefix=f"{source_id}-{ingest_id}",
                     buffer_rows=int(self.ws.setting("buffer_rows")),
                     row_group_rows=int(self.ws.setting("row_group_rows")),
                     zstd_level=int(self.ws.setting("zstd_level")),
+                    scope=scoper.add,
                 )
                 try:
                     for batch in batches:
                         writer.add(batch)
                         if on_rows is not None:
                             on_rows(batch.num_rows)
+                    staged = writer.close()
+                    scopes = scoper.close()
                 except BaseException:
                     writer.abort()  # before the staging dir is removed under it
+                    scoper.abort()
                     raise
-                staged = writer.close()
                 first_ts, last_ts = writer.time_range()
                 final: list[StoredFile] = []
                 for rel, day, rows, claim in staged:
                     size = (stage / rel).stat().st_size
                     self._move_in(stage, rel)
                     final.append(StoredFile(rel, source_id, day, rows, size, claim))
+                old_scopes = self._scope_paths(source_id)
+                self._move_scopes_in(stage, scopes)
                 # one sync for all files and renames: a committed catalog row must never
                 # name a torn file, and an fsync per day file costs seconds per source
                 os.sync()
@@ -154,10 +161,11 @@ class FlowStore:
                     schema_version=SCHEMA_VERSION,
                 )
                 try:
-                    old = self.catalog.replace_source(source, final)
+                    old = self.catalog.replace_source(source, final, scopes)
                 except BaseException:
                     for f in final:
                         self._unlink(f.path)
+                    self._unlink_scopes(s.path for s in scopes)
                     raise
             finally:
                 shutil.rmtree(stage, ignore_errors=True)
@@ -165,6 +173,7 @@ class FlowStore:
             for f in old:
                 if f.path not in keep:
                     self._unlink(f.path)
+            self._unlink_scopes(old_scopes - {s.path for s in scopes})
             return IngestResult(
                 source_id, str(path), fmt, source.rows, len(final), replaced=existing is not None
             )
@@ -191,6 +200,7 @@ class FlowStore:
             stage = self.ws.staging_dir / ingest_id
             stage.mkdir(parents=True)
             new: list[StoredFile] = []
+            scoper = self._scope_writer(stage, f"{source_id}-{ingest_id}.parquet")
             try:
                 for k, f in enumerate(files, 1):
                     table = read_store_file(self.ws.flows_dir / f.path)
@@ -205,31 +215,40 @@ class FlowStore:
                         int(self.ws.setting("row_group_rows")),
                         int(self.ws.setting("zstd_level")),
                         rollup=rollup_path(stage, rel),
+                        scope=scoper.add,
                     )
                     size = (stage / rel).stat().st_size
                     new.append(StoredFile(rel, source_id, f.day, out.num_rows, size, claim))
                     if on_file is not None:
                         on_file(k)
+                scopes = scoper.close()
                 for f in new:
                     self._move_in(stage, f.path)
+                old_scopes = self._scope_paths(source_id)
+                self._move_scopes_in(stage, scopes)
                 os.sync()
                 try:
-                    old = self.catalog.swap_files(source_id, new, SCHEMA_VERSION)
+                    old = self.catalog.swap_files(source_id, new, SCHEMA_VERSION, scopes)
                 except BaseException:
                     for f in new:
                         self._unlink(f.path)
+                    self._unlink_scopes(s.path for s in scopes)
                     raise
             finally:
+                scoper.abort()
                 shutil.rmtree(stage, ignore_errors=True)
             for f in old:
                 self._unlink(f.path)
+            self._unlink_scopes(old_scopes - {s.path for s in scopes})
             return sum(f.rows for f in new)
 
     def remove_source(self, source_id: str) -> int:
         with self.ws.write_lock():
+            old_scopes = self._scope_paths(source_id)
             old = self.catalog.remove_source(source_id)
             for f in old:
                 self._unlink(f.path)
+            self._unlink_scopes(old_scopes)
             return sum(f.rows for f in old)
 
     def sweep(self) -> int:
@@ -248,7 +267,39 @@ class FlowStore:
                 if p.relative_to(root).as_posix() not in known:
                     p.unlink(missing_ok=True)
                     removed += 1
+        scoped = self._scope_paths()
+        for p in (self.ws.flows_dir / SCOPE_DIR).glob("*/*.parquet"):
+            if p.relative_to(self.ws.flows_dir).as_posix() not in scoped:
+                p.unlink(missing_ok=True)
+                removed += 1
         return removed
+
+    def _scope_writer(self, stage: Path, name: str) -> ScopeWriter:
+        """The writer of a source's scope files (one per territory the store indexes)."""
+        return ScopeWriter(
+            stage,
+            name,
+            [t.code for t in builtin_index().territories],
+            # smaller groups than the store's: a source's rows wait in memory for them
+            row_group_rows=min(int(self.ws.setting("row_group_rows")), SCOPE_GROUP_ROWS),
+            zstd_level=int(self.ws.setting("zstd_level")),
+        )
+
+    def _scope_paths(self, source_id: str | None = None) -> set[str]:
+        """The committed scope files of one source (default: all), store-relative."""
+        return {f.path for f in self.catalog.scope_files(source_id) if f.path is not None}
+
+    def _move_scopes_in(self, stage: Path, scopes: list[ScopeFile]) -> None:
+        for f in scopes:
+            if f.path is not None:
+                dest = self.ws.flows_dir / f.path
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(stage / f.path, dest)
+
+    def _unlink_scopes(self, paths: Iterable[str | None]) -> None:
+        for rel in paths:
+            if rel is not None:
+                (self.ws.flows_dir / rel).unlink(missing_ok=True)
 
     def _move_in(self, stage: Path, rel: str) -> None:
         """Rename a staged store file and its roll-up into the store (before the commit
@@ -284,6 +335,23 @@ class FlowStore:
                 out.append(read_claim((pq.read_metadata(p).metadata or {}).get(INDEX_KEY)))
         return out
 
+    def scope_files(self, code: str, files: list[Path]) -> list[Path] | None:
+        """The scope files of territory ``code`` for the sources owning store ``files``;
+        None unless each of those sources has its row (sources ingested before scope
+        files existed have none until ``rogueflow enrich``). An empty list: no flow of
+        theirs touches the territory."""
+        owner = {f.path: f.source_id for f in self.catalog.files()}
+        wanted: set[str] = set()
+        for p in files:
+            source = owner.get(p.relative_to(self.ws.flows_dir).as_posix())
+            if source is None:  # committed after the caller listed the store: not ours
+                return None
+            wanted.add(source)
+        rows = {f.source_id: f.path for f in self.catalog.scope_files(territory=code)}
+        if not wanted <= rows.keys():
+            return None
+        return [self.ws.flows_dir / rel for s in sorted(wanted) if (rel := rows[s]) is not None]
+
     def rollups(self, files: list[Path]) -> list[Path] | None:
         """The roll-ups of store ``files``; None unless every one of them has its own
         (files written before roll-ups existed have none until ``rogueflow enrich``)."""
@@ -315,9 +383,17 @@ class _DayPartitionWriter:
     _INBOX = 2
 
     def __init__(
-        self, root: Path, *, prefix: str, buffer_rows: int, row_group_rows: int, zstd_level: int
+        self,
+        root: Path,
+        *,
+        prefix: str,
+        buffer_rows: int,
+        row_group_rows: int,
+        zstd_level: int,
+        scope: Callable[[pa.Table], None] | None = None,
     ) -> None:
         self.root = root
+        self.scope = scope
         self.prefix = prefix
         self.buffer_rows = buffer_rows
         self.row_group_rows = row_group_rows
@@ -414,6 +490,7 @@ class _DayPartitionWriter:
             rollup_path(self.root, rel),
             self.row_group_rows,
             self.zstd_level,
+            self.scope,
         )
         self._pending.append(done)
         self.written.append((rel, day, rows, done))
@@ -460,10 +537,13 @@ def _write_day(
     rollup: Path,
     row_group_rows: int,
     zstd_level: int,
+    scope: Callable[[pa.Table], None] | None,
 ) -> str:
     """Write one day's picked rows in store order (one gather, in write_flow_table)."""
     whole, rows = concat_parts(parts)
-    return write_flow_table(whole, dest, row_group_rows, zstd_level, rows=rows, rollup=rollup)
+    return write_flow_table(
+        whole, dest, row_group_rows, zstd_level, rows=rows, rollup=rollup, scope=scope
+    )
 
 
 def concat_parts(parts: list[tuple[pa.Table, I64 | None]]) -> tuple[pa.Table, I64 | None]:
@@ -545,6 +625,7 @@ def write_flow_table(
     *,
     rows: I64 | None = None,
     rollup: Path | None = None,
+    scope: Callable[[pa.Table], None] | None = None,
 ) -> str:
     """Write ``rows`` of ``table`` (default all) as one store file: the territory index
     computed (src_territory, dst_territory, and the footer naming what was indexed),
@@ -564,6 +645,13 @@ def write_flow_table(
     table = table.replace_schema_metadata({**(STORE_SCHEMA.metadata or {}), **claim})
     if rollup is not None:
         write_rollup(table.slice(0, touching), rollup, claim)
+    if scope is not None:
+        block = table.slice(0, touching)
+        if 2 * touching < table.num_rows:
+            # the scope writer buffers what it is given, and a slice keeps its whole table
+            # alive: the few touching rows of a world-wide export are copied out
+            block = block.take(pa.array(np.arange(touching, dtype=np.int64)))
+        scope(block)
     pq.write_table(
         table,
         dest,
