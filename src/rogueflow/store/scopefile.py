@@ -171,8 +171,11 @@ class ScopeWriter:
                 column_encoding={"ts_utc": "DELTA_BINARY_PACKED", "ts_end": "DELTA_BINARY_PACKED"},
                 use_dictionary=[f.name for f in SCOPE_SCHEMA if not f.name.startswith("ts_")],
             )
-        # one chunk per column: each row group gets one dictionary per column
-        writer.write_table(pa.concat_tables(parts).combine_chunks(), self.row_group_rows)
+        # one dictionary per column, so that a row group's column stays dictionary-encoded
+        # (on a change of dictionary the writer falls back to plain values); the other
+        # columns are written from their chunks (combine_chunks copied them all: 0.22
+        # CPU-s per 1M rows, against 0.01 for unifying the dictionaries)
+        writer.write_table(pa.concat_tables(parts).unify_dictionaries(), self.row_group_rows)
 
     def close(self) -> list[ScopeFile]:
         """Write what is buffered and close the files; a row per indexed territory
