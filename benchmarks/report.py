@@ -8,8 +8,9 @@ the realistic input of a report: its scope is most of the store, and every analy
 has something to find. Without ``--workspace`` the demo is built first (its own time
 is printed, not counted); with it, an existing full-demo workspace is reused. Each
 report runs in a process of its own. The row cache is emptied first, so the first run
-scans the store (the number the target is judged on) and the second reuses its scope
-(what an analyst re-running a report sees). A third runs on a copy of the workspace
+computes every view from the store and the scope files its ingest wrote (the number
+the target is judged on) and the second reuses the materialised views (what an
+analyst re-running a report sees). A third runs on a copy of the workspace
 (store and row cache hard-linked) after an ingest of one more day of flows (100k,
 a quarter of them the territory's): what an analyst reporting after each day's data
 sees, the months the ingest did not touch reused from the row cache. The target
@@ -160,7 +161,7 @@ def main() -> int:
         f"(target ≤ {TARGET_S:g} s on ≥ {TARGET_FLOWS:,} flows: {verdict})"
     )
     print(
-        f"again   {again['seconds']:6.1f} s  (the scope's rows reused from the row cache)  "
+        f"again   {again['seconds']:6.1f} s  (the materialised views reused from the row cache)  "
         f"{usage(again)}"
     )
     plus = res["after_ingest"]
