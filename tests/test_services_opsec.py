@@ -362,3 +362,22 @@ def test_crossover_rule() -> None:
     assert ahead.index is None and ahead.ahead_throughout
     # a lead lost again at the end is no crossover
     assert crossover(west, np.array([1.0] * 40 + [3.0] * 30 + [0.0] * 10)).index is None
+
+
+def test_crossover_interval_holds_its_date_when_days_scatter_beyond_poisson() -> None:
+    """Daily counts with the scatter of real ones (lognormal day effects): the interval
+    keeps that scatter and holds the date it belongs to. Poisson redraws around the
+    smoothed rates gave 3-day intervals holding their own date in 13 of 40 series."""
+    n, mid = 500, 250
+    t = np.arange(n)
+    held, widths = 0, []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        west = rng.poisson(400 / (1 + np.exp((t - mid) / 40)) * rng.lognormal(0, 0.7, n))
+        china = rng.poisson(400 / (1 + np.exp(-(t - mid) / 40)) * rng.lognormal(0, 0.7, n))
+        c = crossover(west.astype(float), china.astype(float))
+        assert c.index is not None and c.low is not None and c.high is not None
+        held += c.low <= c.index <= c.high
+        widths.append(c.high - c.low)
+    assert held == 40
+    assert np.median(widths) > 14
