@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -148,6 +149,7 @@ def spark_session(master: str | None = None, memory_limit: str | None = None) ->
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     try:
+        _launch_gateway(pyspark, builder)
         with warnings.catch_warnings():
             # PySpark 4.3 checks its pandas support while starting (it imports its test
             # helpers) and warns about pandas 3; rogueflow uses no pandas API through it
@@ -161,6 +163,54 @@ def spark_session(master: str | None = None, memory_limit: str | None = None) ->
         raise RogueflowError(f"--spark-master {master}: Spark did not start: {exc}") from None
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+#: What the JVM prints on every start because Spark's launcher always adds
+#: ``--add-modules=jdk.incubator.vector`` (JavaModuleOptions, not configurable), and no
+#: JVM option silences: the one line the driver's stderr relay drops.
+JVM_NOTICE = b"WARNING: Using incubator modules: jdk.incubator.vector"
+
+
+def relay_stderr(source: int, dest: int = 2) -> None:
+    """Copy the lines read from file descriptor ``source`` to ``dest`` until end of file,
+    all but :data:`JVM_NOTICE`; closes ``source``. Runs on the relay thread."""
+    with os.fdopen(source, "rb", buffering=0) as fh:
+        for line in iter(fh.readline, b""):
+            if line.rstrip(b"\r\n") != JVM_NOTICE:
+                os.write(dest, line)
+
+
+def _launch_gateway(pyspark: Any, builder: Any) -> None:
+    """Start the driver JVM (PySpark's gateway) with its stderr through
+    :func:`relay_stderr`, where PySpark would start it with this process's stderr.
+
+    Log lines, errors and a failed start still reach stderr; only the JVM's notice goes.
+    Nothing is done when the process already has a gateway (a session was started
+    before, or PySpark was told to attach to one).
+    """
+    from pyspark import SparkConf, SparkContext, java_gateway
+
+    launch_gateway: Any = java_gateway.launch_gateway  # untyped in PySpark
+
+    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+        return
+    conf = SparkConf()
+    # the builder's options are what getOrCreate would give the launcher
+    for key, value in builder._options.items():
+        conf.set(key, str(value))
+    read_end, write_end = os.pipe()
+    relay = threading.Thread(
+        target=relay_stderr, args=(read_end,), name="spark-jvm-stderr", daemon=True
+    )
+    relay.start()
+    try:
+        gateway = launch_gateway(conf, popen_kwargs={"stderr": write_end})
+    except BaseException:
+        os.close(write_end)
+        relay.join(5)  # the JVM exited: let its last words out before the error
+        raise
+    os.close(write_end)  # the JVM holds its own copy; the relay ends when the JVM does
+    SparkContext._ensure_initialized(gateway=gateway, conf=conf)
 
 
 class SparkEngine:
