@@ -244,6 +244,23 @@ def test_protocol_names_and_flag_strings(tmp_path: Path) -> None:
     assert t.column("tcp_flags").to_pylist() == [0x1A, 0, 0xFF, 0x12, 18, 0x17, 0, 0x12]
 
 
+@pytest.mark.parametrize(("bad", "needle"), [("tcpx", "pr 'tcpx' is not a number"),
+                                             ("300", "pr 300 is out of range")])  # fmt: skip
+def test_long_protocol_column_reads_each_text_once(tmp_path: Path, bad: str, needle: str) -> None:
+    """A protocol column of many rows is read by its distinct texts: the same numbers as
+    row by row, and a bad text far down the file still named by its own line."""
+    protos = ["tcp", "UDP", "icmp", "ipv6-icmp", "GRE", "47", "ICMP6", " esp "] * 25
+    body = "".join(f"1494979200,10.0.0.1,10.0.0.2,{p},1,40\n" for p in protos)
+    src = write(tmp_path / "p.csv", "ts,sa,da,pr,ipkt,ibyt\n" + body)
+    assert read_all(src).column("proto").to_pylist() == [6, 17, 1, 58, 47, 47, 58, 50] * 25
+    protos[150] = bad  # line 152: the header is line 1
+    body = "".join(f"1494979200,10.0.0.1,10.0.0.2,{p},1,40\n" for p in protos)
+    src = write(tmp_path / "bad.csv", "ts,sa,da,pr,ipkt,ibyt\n" + body)
+    with pytest.raises(InputError) as err:
+        read_all(src)
+    assert "line 152" in str(err.value) and needle in str(err.value), str(err.value)
+
+
 HEADER = "ts,sa,da,sp,dp,pr,ipkt,ibyt\n"
 GOOD = "1494979200,10.0.0.1,10.0.0.2,1000,80,6,1,40\n"
 

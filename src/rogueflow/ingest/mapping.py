@@ -237,9 +237,23 @@ def _numbers(col: pa.Array, w: _Where, name: str) -> pa.Array:
         raise InputError(w.path, None, f"{name}: cannot read the numbers") from None
 
 
+#: columns this long or longer read their distinct texts once (see :func:`_ints`)
+_DISTINCT_MIN = 64
+
+
 def _ints(col: pa.Array, w: _Where, canon: str, name: str, target: pa.DataType) -> pa.Array:
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        col = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        col = col.cast(pa.string())
+        if canon == "proto" and len(col) >= _DISTINCT_MIN:
+            # a protocol column holds a handful of names (TCP, UDP …): each distinct text
+            # is read once, by this very function, then spread by the indices
+            enc = pc.dictionary_encode(col)
+            if len(enc.dictionary) * 8 <= len(col):
+                try:
+                    return pc.take(_ints(enc.dictionary, w, canon, name, target), enc.indices)
+                except InputError:
+                    pass  # the pass over every row below names the first bad row
+        col = pc.utf8_trim_whitespace(col)
         if canon == "proto":
             low = pc.utf8_lower(col)
             known = pa.array(list(PROTO_NAMES), pa.string())
