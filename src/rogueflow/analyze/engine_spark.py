@@ -192,11 +192,17 @@ def _launch_gateway(pyspark: Any, builder: Any) -> None:
 
     launch_gateway: Any = java_gateway.launch_gateway  # untyped in PySpark
 
-    if SparkContext._gateway is not None or "PYSPARK_GATEWAY_PORT" in os.environ:
+    # the builder's options are what getOrCreate would give the launcher (a PySpark
+    # without them as this attribute starts its gateway itself, notice and all)
+    options = getattr(builder, "_options", None)
+    if (
+        not isinstance(options, dict)
+        or SparkContext._gateway is not None
+        or "PYSPARK_GATEWAY_PORT" in os.environ
+    ):
         return
     conf = SparkConf()
-    # the builder's options are what getOrCreate would give the launcher
-    for key, value in builder._options.items():
+    for key, value in options.items():
         conf.set(key, str(value))
     read_end, write_end = os.pipe()
     relay = threading.Thread(
