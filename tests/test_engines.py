@@ -14,6 +14,7 @@ One SparkSession serves the module (started once, ~10-30 s of JVM start-up).
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from tests.conftest import IN_CI, DemoRun
 pytestmark = pytest.mark.slow  # a JVM start and the demo's analyses twice: minutes
 
 ENGINES = ("duckdb", "spark")
+SPARK_STORE = "spark, scope from the store"
 REL = 1e-9
 
 #: Analyses written but not yet listed in builtin_analyses: checked too, so they are
@@ -126,6 +128,12 @@ def spark() -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def runs(demo_reference: DemoRun, spark: Any) -> dict[str, Run]:
     done = {engine: _run(demo_reference, engine) for engine in ENGINES}
+    # Spark's scope built from the store itself, as when scope files cannot be used
+    os.environ["ROGUEFLOW_USE_SCOPE_FILES"] = "0"
+    try:
+        done[SPARK_STORE] = _run(demo_reference, "spark")
+    finally:
+        del os.environ["ROGUEFLOW_USE_SCOPE_FILES"]
     print(  # shown with -s or -rA; the time asked of the Spark run
         "conformance: "
         + ", ".join(f"{e} {r.seconds:.1f} s for {len(r.outputs)} analyses" for e, r in done.items())
@@ -178,8 +186,9 @@ def _plain(out: AnalysisOutput) -> dict[str, Any]:
 # --- tests -----------------------------------------------------------------------------
 
 
-def test_scope_is_the_same(runs: dict[str, Run]) -> None:
-    duck, spark = runs["duckdb"].scope, runs["spark"].scope
+@pytest.mark.parametrize("other", ["spark", SPARK_STORE])
+def test_scope_is_the_same(runs: dict[str, Run], other: str) -> None:
+    duck, spark = runs["duckdb"].scope, runs[other].scope
     diff = list(differences(_jsonable(duck), _jsonable(spark)))
     assert not diff, "\n".join(diff[:20])
 
@@ -198,18 +207,21 @@ def _jsonable(obj: Any) -> Any:
     ],
 )
 def test_analysis_conforms(runs: dict[str, Run], analysis: str) -> None:
-    got = {e: runs[e].outputs.get(analysis) for e in ENGINES}
+    """Each analysis gives the same findings on DuckDB (scope files) as on Spark, whose
+    scope comes from the scope files or, as when they cannot be used, from the store."""
+    got = {e: runs[e].outputs.get(analysis) for e in (*ENGINES, SPARK_STORE)}
     for engine, out in got.items():
         if isinstance(out, BaseException):
             raise AssertionError(f"{analysis} failed on {engine}: {out!r}") from out
         assert out is not None, f"{analysis} did not run on {engine}"
-    duck, spark = (_plain(got[e]) for e in ENGINES)  # type: ignore[arg-type]
+    duck = _plain(got["duckdb"])  # type: ignore[arg-type]
     if analysis in NOTHING_ON_DEMO:
         assert not duck["findings"], f"{analysis} now finds something: compare it, drop it here"
     else:
         assert duck["findings"], f"{analysis}: no findings on the demo; nothing was compared"
-    diff = list(differences(duck, spark))
-    assert not diff, f"{analysis}: DuckDB vs Spark\n" + "\n".join(diff[:30])
+    for other in ("spark", SPARK_STORE):
+        diff = list(differences(duck, _plain(got[other])))  # type: ignore[arg-type]
+        assert not diff, f"{analysis}: DuckDB vs {other}\n" + "\n".join(diff[:30])
 
 
 def test_query_command_on_spark(demo_reference: DemoRun, spark: Any, tmp_path: Path) -> None:

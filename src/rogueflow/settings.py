@@ -124,9 +124,9 @@ SETTINGS: tuple[Setting, ...] = (
         "use_scope_files",
         int,
         1,
-        "1: a report on the embedded engine reads its scope (the flows touching its "
-        "territory, sided) from the scope files the store writes at ingest when every "
-        "source has them; 0: always builds it from the stored flows (the rows are the same).",
+        "1: a report reads its scope (the flows touching its territory, sided) from the "
+        "scope files the store writes at ingest when every source has them; 0: always "
+        "builds it from the stored flows (the rows are the same).",
         env="ROGUEFLOW_USE_SCOPE_FILES",
     ),
 )

@@ -602,12 +602,11 @@ def open_scope(
     try:
         dialect = DIALECTS[eng.name]
         index_used = indexed(t, eng.store.claims(eng.files))
-        # written at ingest from the same index: no scan of the store at all (Spark
-        # builds its scope from the store: its reading of their naive timestamps is
-        # not the embedded engine's)
+        # written at ingest from the same index: no scan of the store at all (both
+        # engines read their naive UTC timestamps as written: tests/test_engines.py)
         scoped = (
             eng.store.scope_files(t.code, eng.files)
-            if index_used and eng.name == "duckdb" and int(ws.setting("use_scope_files"))
+            if index_used and int(ws.setting("use_scope_files"))
             else None
         )
         probe = f"SELECT count(*) AS n, min(ts_utc) AS first_ts, max(ts_utc) AS last_ts FROM {BASE}"
@@ -615,7 +614,9 @@ def open_scope(
             if scoped:
                 eng.parquet_view(SCOPED, scoped)
                 base = scoped_sql(t, lo, hi)
-                eng.create_view(BASE, base)
+                # DuckDB reads the files' columns per query as fast as a copy of them;
+                # Spark keeps the rows in executor memory, read once (CACHE TABLE)
+                eng.create_view(BASE, base, materialise=eng.name != "duckdb")
             else:
                 base = base_sql(t, lo, hi, dialect, indexed=index_used)
                 # one scan of the store; every analysis then reads its rows (both
