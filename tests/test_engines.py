@@ -129,11 +129,9 @@ def spark() -> Iterator[Any]:
 def runs(demo_reference: DemoRun, spark: Any) -> dict[str, Run]:
     done = {engine: _run(demo_reference, engine) for engine in ENGINES}
     # Spark's scope built from the store itself, as when scope files cannot be used
-    os.environ["ROGUEFLOW_USE_SCOPE_FILES"] = "0"
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ROGUEFLOW_USE_SCOPE_FILES", "0")
         done[SPARK_STORE] = _run(demo_reference, "spark")
-    finally:
-        del os.environ["ROGUEFLOW_USE_SCOPE_FILES"]
     print(  # shown with -s or -rA; the time asked of the Spark run
         "conformance: "
         + ", ".join(f"{e} {r.seconds:.1f} s for {len(r.outputs)} analyses" for e, r in done.items())
@@ -397,7 +395,6 @@ def test_quiet_spark_prints_no_logging(demo_reference: DemoRun, tmp_path: Path) 
 def test_jvm_stderr_relay_drops_only_the_incubator_notice() -> None:
     """What the driver JVM writes reaches stderr line by line, partial last line too;
     only the exact notice is dropped (a line merely mentioning it is kept)."""
-    import os
     import threading
 
     from rogueflow.analyze.engine_spark import JVM_NOTICE, relay_stderr

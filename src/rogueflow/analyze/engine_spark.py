@@ -149,7 +149,7 @@ def spark_session(master: str | None = None, memory_limit: str | None = None) ->
     for key, value in SESSION_CONF.items():
         builder = builder.config(key, value)
     try:
-        _launch_gateway(pyspark, builder)
+        _launch_gateway(builder)
         with warnings.catch_warnings():
             # PySpark 4.3 checks its pandas support while starting (it imports its test
             # helpers) and warns about pandas 3; rogueflow uses no pandas API through it
@@ -180,7 +180,7 @@ def relay_stderr(source: int, dest: int = 2) -> None:
                 os.write(dest, line)
 
 
-def _launch_gateway(pyspark: Any, builder: Any) -> None:
+def _launch_gateway(builder: Any) -> None:
     """Start the driver JVM (PySpark's gateway) with its stderr through
     :func:`relay_stderr`, where PySpark would start it with this process's stderr.
 
